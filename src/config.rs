@@ -1,0 +1,442 @@
+//! Settings from environment variables, checked once at start-up.
+//!
+//! Every variable is documented in `.env.example`. A missing or malformed value stops the
+//! service with a message that names the variable and what it expects. Secrets can come
+//! from files (`WEBHOOK_SECRET_FILE`, for Kubernetes secret volumes) and are never logged.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use base64::Engine as _;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::signature::Keys;
+
+/// The resource type chosen when this project was generated; `RESOURCE_TYPE` overrides it.
+pub const DEFAULT_RESOURCE_TYPE: &str = include_str!("resource_type.txt");
+
+/// Variables that may instead be read from the file named by `<NAME>_FILE`.
+const FILE_VARIABLES: [&str; 2] = ["WEBHOOK_SECRET", "WEBHOOK_PREVIOUS_SECRETS"];
+
+/// A setting that stops start-up, with the variable it is about.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+/// Everything the service needs to know before it starts.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address and port to listen on (`HOST`, `PORT`).
+    pub listen: SocketAddr,
+    /// The resource type this webhook manages, as the reservation system names it.
+    pub resource_type: String,
+    /// Keys that inbound signatures are checked against; `None` only with `ALLOW_UNSIGNED`.
+    pub keys: Option<Keys>,
+    /// Largest body accepted, in bytes; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Where results are reported to the user, if anywhere.
+    pub notification: Option<Endpoint>,
+    /// Where each processed event is recorded for the audit log, if anywhere.
+    pub webhook_log: Option<Endpoint>,
+    /// How long in-flight work may take to finish on SIGTERM.
+    pub shutdown_timeout: Duration,
+    pub log_level: String,
+    pub log_format: LogFormat,
+}
+
+/// A report-back endpoint of the reservation system.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub url: reqwest::Url,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line, for log collectors.
+    Json,
+    /// Human-readable, for a terminal.
+    Pretty,
+}
+
+/// The variables as envy reads them, before they are checked.
+#[derive(Deserialize)]
+struct Raw {
+    #[serde(default = "default_host")]
+    host: String,
+    #[serde(default = "default_port")]
+    port: u16,
+    resource_type: Option<String>,
+    webhook_secret: Option<SecretString>,
+    webhook_previous_secrets: Option<SecretString>,
+    #[serde(default = "default_encoding")]
+    webhook_secret_encoding: String,
+    #[serde(default)]
+    allow_unsigned: bool,
+    #[serde(default = "default_max_body")]
+    max_body_bytes: usize,
+    notification_endpoint: Option<String>,
+    notification_timeout: Option<String>,
+    webhook_log_endpoint: Option<String>,
+    webhook_log_timeout: Option<String>,
+    shutdown_timeout: Option<String>,
+    #[serde(default = "default_log_level")]
+    log_level: String,
+    #[serde(default = "default_log_format")]
+    log_format: String,
+}
+
+fn default_host() -> String {
+    "0.0.0.0".into()
+}
+fn default_port() -> u16 {
+    8080
+}
+fn default_encoding() -> String {
+    "utf8".into()
+}
+fn default_max_body() -> usize {
+    1024 * 1024
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+fn default_log_format() -> String {
+    "json".into()
+}
+
+/// Time a report-back request may take, unless configured.
+const DEFAULT_REPORT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time in-flight work gets on shutdown; Kubernetes' default grace period is 30 s.
+const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(25);
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Reads settings from `(name, value)` pairs; tests use this instead of the process env.
+    pub fn from_vars<K, V>(vars: impl IntoIterator<Item = (K, V)>) -> Result<Self, ConfigError>
+    where
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let vars = read_file_variables(
+            vars.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .filter(|(_, v)| !v.is_empty())
+                .collect(),
+        )?;
+        let raw: Raw = envy::from_iter(vars).map_err(|e| ConfigError(envy_message(e)))?;
+        raw.check()
+    }
+
+    /// Whether a resource type's display name is the one this webhook manages
+    /// (ignoring case and surrounding spaces).
+    pub fn handles(&self, resource_type: &str) -> bool {
+        same_name(&self.resource_type, resource_type)
+    }
+}
+
+impl Raw {
+    fn check(self) -> Result<Config, ConfigError> {
+        let ip: IpAddr = self
+            .host
+            .parse()
+            .map_err(|_| ConfigError(format!("HOST: {:?} is not an IP address", self.host)))?;
+        let keys = self.keys()?;
+        let resource_type = self
+            .resource_type
+            .unwrap_or_else(|| DEFAULT_RESOURCE_TYPE.to_owned())
+            .trim()
+            .to_owned();
+        if resource_type.is_empty() {
+            return Err(ConfigError(
+                "RESOURCE_TYPE is empty: set it to the resource type's name in the reservation system, e.g. \"Switch Port\"".into(),
+            ));
+        }
+        if self.max_body_bytes == 0 {
+            return Err(ConfigError("MAX_BODY_BYTES must be at least 1".into()));
+        }
+        let log_format = match self.log_format.to_ascii_lowercase().as_str() {
+            "json" => LogFormat::Json,
+            "pretty" => LogFormat::Pretty,
+            other => {
+                return Err(ConfigError(format!(
+                    "LOG_FORMAT: {other:?} is not json or pretty"
+                )));
+            }
+        };
+        tracing_subscriber::EnvFilter::try_new(&self.log_level).map_err(|e| {
+            ConfigError(format!(
+                "LOG_LEVEL: {:?} is not a level or filter such as info or webhook=debug ({e})",
+                self.log_level
+            ))
+        })?;
+        Ok(Config {
+            listen: SocketAddr::new(ip, self.port),
+            resource_type,
+            keys,
+            max_body_bytes: self.max_body_bytes,
+            notification: endpoint(
+                "NOTIFICATION_ENDPOINT",
+                self.notification_endpoint,
+                "NOTIFICATION_TIMEOUT",
+                self.notification_timeout,
+            )?,
+            webhook_log: endpoint(
+                "WEBHOOK_LOG_ENDPOINT",
+                self.webhook_log_endpoint,
+                "WEBHOOK_LOG_TIMEOUT",
+                self.webhook_log_timeout,
+            )?,
+            shutdown_timeout: duration("SHUTDOWN_TIMEOUT", self.shutdown_timeout)?
+                .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
+            log_level: self.log_level,
+            log_format,
+        })
+    }
+
+    fn keys(&self) -> Result<Option<Keys>, ConfigError> {
+        let decode_base64 = match self.webhook_secret_encoding.to_ascii_lowercase().as_str() {
+            "utf8" | "utf-8" | "text" => false,
+            "base64" => true,
+            other => {
+                return Err(ConfigError(format!(
+                    "WEBHOOK_SECRET_ENCODING: {other:?} is not utf8 or base64"
+                )));
+            }
+        };
+        let Some(primary) = &self.webhook_secret else {
+            if self.allow_unsigned {
+                return Ok(None);
+            }
+            return Err(ConfigError(
+                "WEBHOOK_SECRET is not set: set it (or WEBHOOK_SECRET_FILE) to this webhook's secret \
+                 in the reservation system, or set ALLOW_UNSIGNED=true to accept unsigned events \
+                 (never in production)"
+                    .into(),
+            ));
+        };
+        let previous = self
+            .webhook_previous_secrets
+            .as_ref()
+            .map(|s| s.expose_secret().to_owned())
+            .unwrap_or_default();
+        let secrets = std::iter::once(("WEBHOOK_SECRET", primary.expose_secret().trim())).chain(
+            previous
+                .split([',', '\n'])
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| ("WEBHOOK_PREVIOUS_SECRETS", s)),
+        );
+        let mut keys = Vec::new();
+        for (name, secret) in secrets {
+            if secret.is_empty() {
+                return Err(ConfigError(format!("{name} is empty")));
+            }
+            keys.push(if decode_base64 {
+                base64::engine::general_purpose::STANDARD
+                    .decode(secret)
+                    .map_err(|_| {
+                        ConfigError(format!(
+                            "{name} is not Base64, but WEBHOOK_SECRET_ENCODING is base64"
+                        ))
+                    })?
+            } else {
+                secret.as_bytes().to_vec()
+            });
+        }
+        Ok(Some(Keys::new(keys)))
+    }
+}
+
+fn endpoint(
+    name: &str,
+    url: Option<String>,
+    timeout_name: &str,
+    timeout: Option<String>,
+) -> Result<Option<Endpoint>, ConfigError> {
+    let timeout = duration(timeout_name, timeout)?.unwrap_or(DEFAULT_REPORT_TIMEOUT);
+    let Some(url) = url else { return Ok(None) };
+    let parsed = reqwest::Url::parse(url.trim())
+        .map_err(|e| ConfigError(format!("{name}: {url:?} is not a URL ({e})")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(ConfigError(format!(
+            "{name}: {url:?} must be an http or https URL"
+        )));
+    }
+    Ok(Some(Endpoint {
+        url: parsed,
+        timeout,
+    }))
+}
+
+/// Reads a duration such as `5s`, `500ms` or `2m`; a bare number means seconds.
+fn duration(name: &str, value: Option<String>) -> Result<Option<Duration>, ConfigError> {
+    let Some(value) = value else { return Ok(None) };
+    let text = value.trim();
+    let parsed = match text.parse::<u64>() {
+        Ok(secs) => Ok(Duration::from_secs(secs)),
+        Err(_) => humantime::parse_duration(text),
+    };
+    match parsed {
+        Ok(d) if !d.is_zero() => Ok(Some(d)),
+        _ => Err(ConfigError(format!(
+            "{name}: {value:?} is not a positive duration such as 5s, 500ms or 2m"
+        ))),
+    }
+}
+
+/// Replaces `NAME_FILE=path` with `NAME=<contents of path>` for secret variables.
+fn read_file_variables(
+    mut vars: BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    for name in FILE_VARIABLES {
+        let file_var = format!("{name}_FILE");
+        let Some(path) = vars.remove(&file_var) else {
+            continue;
+        };
+        if vars.contains_key(name) {
+            return Err(ConfigError(format!(
+                "both {name} and {file_var} are set: set only one"
+            )));
+        }
+        let contents = std::fs::read_to_string(&path)
+            .map_err(|e| ConfigError(format!("{file_var}: cannot read {path:?}: {e}")))?;
+        let contents = contents.trim_end_matches(['\r', '\n']).to_owned();
+        if contents.is_empty() {
+            return Err(ConfigError(format!("{file_var}: {path:?} is empty")));
+        }
+        vars.insert(name.to_owned(), contents);
+    }
+    Ok(vars)
+}
+
+/// envy names fields in lower case for missing values; the variables are upper case.
+fn envy_message(e: envy::Error) -> String {
+    match e {
+        envy::Error::MissingValue(field) => format!("{} is not set", field.to_uppercase()),
+        envy::Error::Custom(msg) => msg,
+    }
+}
+
+/// Compares two display names ignoring case and surrounding spaces, without allocating.
+fn same_name(a: &str, b: &str) -> bool {
+    a.trim()
+        .chars()
+        .flat_map(char::to_lowercase)
+        .eq(b.trim().chars().flat_map(char::to_lowercase))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_vars(vars.iter().copied())
+    }
+
+    #[test]
+    fn defaults_apply_when_only_the_secret_is_set() {
+        let c = config(&[("WEBHOOK_SECRET", "s")]).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(c.resource_type, DEFAULT_RESOURCE_TYPE.trim());
+        assert_eq!(c.max_body_bytes, 1 << 20);
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert!(c.notification.is_none());
+    }
+
+    #[test]
+    fn without_a_secret_the_service_refuses_to_start_unless_unsigned_is_allowed() {
+        let err = config(&[]).unwrap_err().to_string();
+        assert!(err.contains("WEBHOOK_SECRET is not set"), "{err}");
+        let c = config(&[("ALLOW_UNSIGNED", "true")]).unwrap();
+        assert!(c.keys.is_none());
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (vars, expected) in [
+            (vec![("PORT", "eighty")], "PORT"),
+            (vec![("PORT", "70000")], "PORT"),
+            (vec![("HOST", "localhost:1")], "HOST"),
+            (vec![("RESOURCE_TYPE", "  ")], "RESOURCE_TYPE"),
+            (
+                vec![("NOTIFICATION_ENDPOINT", "not a url")],
+                "NOTIFICATION_ENDPOINT",
+            ),
+            (
+                vec![("WEBHOOK_LOG_ENDPOINT", "ftp://x/")],
+                "WEBHOOK_LOG_ENDPOINT",
+            ),
+            (
+                vec![("NOTIFICATION_TIMEOUT", "soon")],
+                "NOTIFICATION_TIMEOUT",
+            ),
+            (vec![("LOG_FORMAT", "xml")], "LOG_FORMAT"),
+            (vec![("LOG_LEVEL", "info,[")], "LOG_LEVEL"),
+            (vec![("ALLOW_UNSIGNED", "yes please")], "ALLOW_UNSIGNED"),
+            (vec![("MAX_BODY_BYTES", "0")], "MAX_BODY_BYTES"),
+            (
+                vec![("WEBHOOK_SECRET_ENCODING", "rot13")],
+                "WEBHOOK_SECRET_ENCODING",
+            ),
+            (
+                vec![("WEBHOOK_SECRET_ENCODING", "base64")],
+                "WEBHOOK_SECRET",
+            ),
+        ] {
+            let mut vars = vars;
+            if !vars.iter().any(|(k, _)| k.starts_with("WEBHOOK_SECRET")) {
+                vars.push(("WEBHOOK_SECRET", "s"));
+            } else {
+                vars.push(("WEBHOOK_SECRET", "not base64!"));
+            }
+            let err = config(&vars).unwrap_err().to_string();
+            assert!(err.contains(expected), "{vars:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_read_from_files_and_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "from-file\n").unwrap();
+        let c = config(&[("WEBHOOK_SECRET_FILE", path.to_str().unwrap())]).unwrap();
+        let keys = c.keys.unwrap();
+        assert_eq!(
+            keys.sign(b"x"),
+            Keys::new(vec![b"from-file".to_vec()]).sign(b"x")
+        );
+        assert!(!format!("{keys:?}").contains("from-file"));
+
+        let err = config(&[("WEBHOOK_SECRET_FILE", "/nonexistent/secret")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("WEBHOOK_SECRET_FILE"), "{err}");
+    }
+
+    #[test]
+    fn base64_secrets_are_decoded_only_when_asked() {
+        let c = config(&[
+            ("WEBHOOK_SECRET", "c2VjcmV0"),
+            ("WEBHOOK_SECRET_ENCODING", "base64"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.keys.unwrap().sign(b"x"),
+            Keys::new(vec![b"secret".to_vec()]).sign(b"x")
+        );
+    }
+
+    #[test]
+    fn resource_types_match_ignoring_case_and_spaces() {
+        assert!(same_name("Switch Port", " switch port "));
+        assert!(same_name("Räume", "RÄUME"));
+        assert!(!same_name("Switch Port", "Switch"));
+    }
+}

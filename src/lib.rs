@@ -1,0 +1,50 @@
+//! A reservation webhook: when a booking of this webhook's resource type starts, the
+//! reservation system posts a signed `EVENT_START` and the service configures the resource;
+//! when it ends (`EVENT_END`) or is deleted (`EVENT_DELETED`), the service releases it.
+//!
+//! # Layout
+//! - [`resource`]: **your** [`ResourceManager`](manager::ResourceManager), the one file to edit.
+//! - [`manager`]: the trait, its outcome and its error.
+//! - [`reservation`]: the booking a manager receives.
+//! - [`routes`]: the HTTP endpoints and the gates a delivery passes (size, signature, shape).
+//! - [`signature`]: HMAC-SHA256 checking and signing.
+//! - [`payload`]: both wire shapes into one [`reservation::Reservation`], or a reason to ignore.
+//! - [`dispatch`]: calls the manager at most once per booking and reports the result.
+//! - [`ledger`]: what this process knows about each booking.
+//! - [`report`]: notifications and audit-log entries sent back to the reservation system.
+//! - [`reply`]: the JSON reply format.
+//! - [`config`], [`telemetry`], [`metrics`], [`startup`], [`cli`]: settings, logs, metrics,
+//!   wiring, and the command line.
+
+pub mod cli;
+pub mod config;
+pub mod dispatch;
+pub mod ledger;
+pub mod manager;
+pub mod metrics;
+pub mod payload;
+pub mod reply;
+pub mod report;
+pub mod reservation;
+pub mod resource;
+pub mod routes;
+pub mod signature;
+pub mod startup;
+pub mod telemetry;
+
+/// Completes on SIGTERM (Kubernetes stopping the pod) or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler can be installed");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested");
+}

@@ -1,0 +1,135 @@
+//! The one trait a webhook implements, and what its methods return.
+//!
+//! The service calls [`ResourceManager::configure`] when a booking of its resource type
+//! starts and [`ResourceManager::release`] when it ends or is deleted. Everything around
+//! those calls (signatures, parsing, routing, never configuring twice, reporting back)
+//! is done before and after them.
+
+use std::error::Error as StdError;
+use std::fmt;
+
+use async_trait::async_trait;
+
+use crate::reservation::Reservation;
+
+/// Sets up and tears down one kind of resource for a booking.
+///
+/// Both methods must be **idempotent**: converge to the desired state and treat
+/// "already exists" (configure) or "already gone" (release) as success. The service
+/// never calls `configure` twice for a booking it has configured, but after a crash, a
+/// lost END or a duplicate delivery it may call `release` for a booking that is already
+/// released, or was never fully configured.
+///
+/// Implementations are shared between requests (`Arc<dyn ResourceManager>`), so keep
+/// connection pools and clients in `self` and build them once in the constructor.
+#[async_trait]
+pub trait ResourceManager: Send + Sync + 'static {
+    /// A booking started: make the resource usable by `reservation.user`.
+    ///
+    /// The outcome's message is shown to the user by the reservation system, so put in
+    /// it what they need to use the resource (address, user name, password).
+    async fn configure(&self, reservation: &Reservation) -> Result<Outcome, ManagerError>;
+
+    /// A booking ended or was deleted: undo what `configure` did.
+    async fn release(&self, reservation: &Reservation) -> Result<Outcome, ManagerError>;
+
+    /// Whether the backend can take work now; `GET /readyz` answers 503 while it cannot.
+    async fn ready(&self) -> Result<(), ManagerError> {
+        Ok(())
+    }
+}
+
+/// What a successful `configure` or `release` did, in words for the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Shown to the user. The reservation system keeps at most 500 characters;
+    /// a longer message is cut at a character boundary.
+    pub message: String,
+}
+
+impl Outcome {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+/// Whether trying the same call again later can succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// A passing fault: a timeout, a backend restarting, a lock held elsewhere.
+    Transient,
+    /// Trying again gives the same answer: bad parameters, a refused request.
+    Permanent,
+}
+
+/// Why `configure`, `release` or `ready` failed.
+///
+/// The message is shown to the user and returned to the sender, so it must say what
+/// went wrong in a sentence and never contain a secret. The source, if any, is only
+/// logged.
+#[derive(Debug)]
+pub struct ManagerError {
+    retry: Retry,
+    message: String,
+    source: Option<Box<dyn StdError + Send + Sync>>,
+}
+
+impl ManagerError {
+    /// A failure that may go away: the service may try again.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self {
+            retry: Retry::Transient,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A failure that will not go away by trying again.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            retry: Retry::Permanent,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A custom parameter the booking carries is missing or not acceptable.
+    pub fn invalid_parameter(name: &str, problem: impl fmt::Display) -> Self {
+        Self::permanent(format!("custom parameter {name}: {problem}"))
+    }
+
+    /// Attaches the underlying error, which is logged but never shown.
+    pub fn with_source(mut self, source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    pub fn retry(&self) -> Retry {
+        self.retry
+    }
+
+    pub fn is_transient(&self) -> bool {
+        self.retry == Retry::Transient
+    }
+
+    /// The user-facing message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for ManagerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl StdError for ManagerError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}

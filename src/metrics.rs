@@ -1,0 +1,148 @@
+//! Prometheus metrics served on `GET /metrics`.
+//!
+//! Labels take values from small fixed sets (event types outside the contract count as
+//! `other`), so a sender cannot grow the number of series.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    event_type: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    operation: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReportLabels {
+    endpoint: &'static str,
+    result: &'static str,
+}
+
+/// The service's metrics; cheap to clone.
+#[derive(Clone)]
+pub struct Metrics(Arc<Inner>);
+
+struct Inner {
+    registry: Registry,
+    deliveries: Family<DeliveryLabels, Counter>,
+    calls: Family<CallLabels, Histogram>,
+    reports: Family<ReportLabels, Counter>,
+    active: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("webhook");
+        let deliveries = Family::<DeliveryLabels, Counter>::default();
+        registry.register(
+            "deliveries",
+            "Deliveries received, by event type and result",
+            deliveries.clone(),
+        );
+        let calls = Family::<CallLabels, Histogram>::new_with_constructor(|| {
+            // 5 ms to about 80 s.
+            Histogram::new(exponential_buckets(0.005, 2.0, 15))
+        });
+        registry.register(
+            "manager_call_duration_seconds",
+            "Duration of configure and release calls, by result",
+            calls.clone(),
+        );
+        let reports = Family::<ReportLabels, Counter>::default();
+        registry.register(
+            "reports",
+            "Report-back requests, by endpoint and result",
+            reports.clone(),
+        );
+        let active = Gauge::default();
+        registry.register(
+            "active_bookings",
+            "Bookings configured and not yet released",
+            active.clone(),
+        );
+        Self(Arc::new(Inner {
+            registry,
+            deliveries,
+            calls,
+            reports,
+            active,
+        }))
+    }
+}
+
+impl Metrics {
+    /// Counts one delivery. `event_type` is mapped onto the contract's names or `other`.
+    pub fn delivery(&self, event_type: &str, result: &'static str) {
+        self.0
+            .deliveries
+            .get_or_create(&DeliveryLabels {
+                event_type: event_type_label(event_type),
+                result,
+            })
+            .inc();
+    }
+
+    /// Records how long a manager call took.
+    pub fn call(&self, operation: &'static str, started: Instant, ok: bool) {
+        self.0
+            .calls
+            .get_or_create(&CallLabels {
+                operation,
+                result: if ok { "success" } else { "error" },
+            })
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Counts one report-back request.
+    pub fn report(&self, endpoint: &'static str, ok: bool) {
+        self.0
+            .reports
+            .get_or_create(&ReportLabels {
+                endpoint,
+                result: if ok { "success" } else { "error" },
+            })
+            .inc();
+    }
+
+    /// The metrics in the Prometheus text format, with `active` bookings as of now.
+    pub fn encode(&self, active: usize) -> String {
+        self.0.active.set(active as i64);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.0.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// The contract's event types, and `other` for anything else.
+pub fn event_type_label(event_type: &str) -> &'static str {
+    const KNOWN: [&str; 10] = [
+        "EVENT_START",
+        "EVENT_END",
+        "EVENT_DELETED",
+        "EVENT_CREATED",
+        "EVENT_UPDATED",
+        "RESOURCE_CREATED",
+        "RESOURCE_UPDATED",
+        "RESOURCE_STATUS_CHANGED",
+        "RESOURCE_DELETED",
+        "ALL",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == event_type)
+        .unwrap_or("other")
+}

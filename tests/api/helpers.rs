@@ -1,0 +1,211 @@
+//! Starts the real application on a free port and talks to it over HTTP.
+//!
+//! `spawn_app` builds the service exactly as `main` does, but with settings passed in
+//! (never the process environment) and a manager chosen by the test.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use webhook::config::Config;
+use webhook::manager::{ManagerError, Outcome, ResourceManager};
+use webhook::reservation::Reservation;
+use webhook::signature::{Keys, SIGNATURE_HEADER};
+use webhook::startup::Application;
+
+/// The secret the sender's fixtures are signed with (`tests/fixtures/signatures.json`).
+pub fn fixture_secret() -> String {
+    signatures()["secret"].as_str().unwrap().to_owned()
+}
+
+/// Logs go to stdout only when `TEST_LOG` is set.
+static TRACING: LazyLock<()> = LazyLock::new(|| {
+    if std::env::var_os("TEST_LOG").is_some() {
+        webhook::telemetry::init("debug", webhook::config::LogFormat::Pretty);
+    }
+});
+
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// A body from `tests/fixtures/events/`, byte for byte as the sender sent it.
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = fixtures_dir().join("events").join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// `tests/fixtures/signatures.json`.
+pub fn signatures() -> Value {
+    let text = std::fs::read_to_string(fixtures_dir().join("signatures.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// A running application.
+pub struct TestApp {
+    pub address: String,
+    pub port: u16,
+    pub client: reqwest::Client,
+    keys: Keys,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Starts the app with the fixture secret, the fixtures' resource type and `manager`.
+pub async fn spawn_app(manager: Arc<dyn ResourceManager>) -> TestApp {
+    spawn_app_with(&[], manager).await
+}
+
+/// Starts the app with extra settings on top of the defaults of [`spawn_app`].
+pub async fn spawn_app_with(vars: &[(&str, &str)], manager: Arc<dyn ResourceManager>) -> TestApp {
+    LazyLock::force(&TRACING);
+    let secret = fixture_secret();
+    let mut all: Vec<(String, String)> = vec![
+        ("HOST".into(), "127.0.0.1".into()),
+        ("PORT".into(), "0".into()),
+        ("RESOURCE_TYPE".into(), "Switch Port".into()),
+        ("WEBHOOK_SECRET".into(), secret.clone()),
+        ("SHUTDOWN_TIMEOUT".into(), "10s".into()),
+    ];
+    for (k, v) in vars {
+        all.retain(|(name, _)| name != k);
+        all.push(((*k).into(), (*v).into()));
+    }
+    let config = Config::from_vars(all).expect("test configuration is valid");
+    let app = Application::build(config, manager)
+        .await
+        .expect("the app binds a free port");
+    let port = app.port();
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        port,
+        client: reqwest::Client::new(),
+        keys: Keys::new(vec![secret.into_bytes()]),
+        shutdown: Some(tx),
+        server,
+    }
+}
+
+impl TestApp {
+    /// Posts `body` signed with the fixture secret, as the sender does.
+    pub async fn post_webhook(&self, body: &[u8]) -> reqwest::Response {
+        let signature = self.keys.sign(body);
+        self.post_with(body, &[(SIGNATURE_HEADER, &signature)])
+            .await
+    }
+
+    /// Posts `body` with exactly the given headers (plus the JSON content type).
+    pub async fn post_with(&self, body: &[u8], headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(format!("{}/webhook", self.address))
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request
+            .body(body.to_vec())
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Stops the app as SIGTERM would, and waits until it has finished.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.server)
+            .await
+            .expect("server task")
+            .expect("server stopped cleanly");
+    }
+}
+
+/// Reads a reply's JSON body.
+pub async fn json(response: reqwest::Response) -> Value {
+    let text = response.text().await.unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("reply is not JSON ({e}): {text}"))
+}
+
+/// One call a [`RecordingManager`] received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    Configure(String),
+    Release(String),
+}
+
+/// A manager that records its calls and behaves as told: the test double for the trait.
+#[derive(Default)]
+pub struct RecordingManager {
+    calls: Mutex<Vec<Call>>,
+    /// When set, every call fails with this (transient?, message).
+    failure: Mutex<Option<(bool, String)>>,
+    /// How long each call takes.
+    delay: Mutex<Duration>,
+    /// Reservations received, in order.
+    pub reservations: Mutex<Vec<Reservation>>,
+}
+
+impl RecordingManager {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    pub fn fail_with(&self, transient: bool, message: &str) {
+        *self.failure.lock().unwrap() = Some((transient, message.to_owned()));
+    }
+
+    pub fn delay_each_call(&self, delay: Duration) {
+        *self.delay.lock().unwrap() = delay;
+    }
+
+    async fn call(&self, call: Call, r: &Reservation) -> Result<Outcome, ManagerError> {
+        let delay = *self.delay.lock().unwrap();
+        tokio::time::sleep(delay).await;
+        self.calls.lock().unwrap().push(call.clone());
+        self.reservations.lock().unwrap().push(r.clone());
+        match self.failure.lock().unwrap().clone() {
+            Some((true, m)) => Err(ManagerError::transient(m)),
+            Some((false, m)) => Err(ManagerError::permanent(m)),
+            None => Ok(Outcome::new(format!("{call:?} done for {}", r.user.id))),
+        }
+    }
+}
+
+#[async_trait]
+impl ResourceManager for RecordingManager {
+    async fn configure(&self, r: &Reservation) -> Result<Outcome, ManagerError> {
+        self.call(Call::Configure(r.event_id.clone()), r).await
+    }
+
+    async fn release(&self, r: &Reservation) -> Result<Outcome, ManagerError> {
+        self.call(Call::Release(r.event_id.clone()), r).await
+    }
+
+    async fn ready(&self) -> Result<(), ManagerError> {
+        match self.failure.lock().unwrap().clone() {
+            Some((_, m)) => Err(ManagerError::transient(m)),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! The example managers in `examples/`, each against its real backend, which the test
+//! starts itself. Each module runs only with its feature: `cargo test --features postgres`,
+//! or `--all-features` for all four.
+
+#[allow(dead_code)]
+#[path = "../api/helpers.rs"]
+mod helpers;
+
+#[allow(dead_code)]
+mod backends;

@@ -127,8 +127,11 @@ impl Metrics {
     }
 }
 
-/// The contract's event types, and `other` for anything else.
+/// The contract's event types, `unknown` before the body was read, `other` for anything else.
 pub fn event_type_label(event_type: &str) -> &'static str {
+    if event_type.is_empty() {
+        return "unknown";
+    }
     const KNOWN: [&str; 10] = [
         "EVENT_START",
         "EVENT_END",

@@ -68,6 +68,12 @@ pub async fn run<M: ResourceManager>(
     manager: impl Future<Output = anyhow::Result<M>>,
 ) -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // A .env file is a convenience for running locally; real environment variables win.
+    if let Err(e) = dotenvy::dotenv()
+        && !e.not_found()
+    {
+        anyhow::bail!("cannot read .env: {e}");
+    }
     let config = Config::from_env()?;
     if let Some(Command::Send(args)) = cli.command {
         return send(&config, args).await;

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Generates projects from this checkout with cargo-generate and checks that each one is
+# complete: it builds, passes its own tests, clippy and fmt unmodified, carries the chosen
+# name and resource type, keeps no template-only file, and its binary serves and accepts
+# events signed by its own `send` command. An invalid answer must be refused.
+#
+# All variants share one target directory (the repository's), so dependencies build once.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
+work=$(mktemp -d)
+server_pid=""
+cleanup() {
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+fail() { echo "generation: FAILED: $*" >&2; exit 1; }
+step() { echo "generation: $*"; }
+
+generate() { # name resource_type
+  cargo generate --path "$root" --name "$1" --silent --vcs none \
+    -d resource_type="$2" --destination "$work" >"$work/$1.log" 2>&1 ||
+    { cat "$work/$1.log" >&2; fail "cargo generate $1"; }
+}
+
+# Starts the generated binary in $dir with .env copied from .env.example, signs a built-in
+# START with its `send` command and expects it configured. RESOURCE_TYPE is given to the
+# sender explicitly, so the event matches only if the server read the same type from .env.
+serve_and_send() { # dir binary resource_type
+  local dir=$1 bin=$2 type=$3 port="" log="$work/$2.server.log"
+  cp "$dir/.env.example" "$dir/.env"
+  # Port 0: the OS picks a free port, which the service logs.
+  (cd "$dir" && PORT=0 HOST=127.0.0.1 exec "$CARGO_TARGET_DIR/debug/$bin" >"$log" 2>&1) &
+  server_pid=$!
+  for _ in $(seq 1 100); do
+    port=$(sed -n 's/.*listening.*port=\([0-9]*\).*/\1/p' "$log" | head -n 1)
+    [ -n "$port" ] && curl -fsS "http://127.0.0.1:$port/healthz" >"$work/health.json" 2>/dev/null && break
+    sleep 0.1
+  done
+  [ -n "$port" ] || fail "$bin did not start: $(cat "$log")"
+  grep -q "\"service\":\"$bin\"" "$work/health.json" || fail "$bin /healthz: $(cat "$work/health.json")"
+  local reply
+  reply=$(cd "$dir" && PORT=$port RESOURCE_TYPE="$type" "$CARGO_TARGET_DIR/debug/$bin" send --event start) ||
+    fail "$bin send: $reply"
+  echo "$reply" | grep -q '"status":"configured"' || fail "$bin did not configure: $reply"
+  reply=$(cd "$dir" && PORT=$port RESOURCE_TYPE="$type" "$CARGO_TARGET_DIR/debug/$bin" send --event end) ||
+    fail "$bin send: $reply"
+  echo "$reply" | grep -q '"status":"released"' || fail "$bin did not release: $reply"
+  kill -TERM "$server_pid"
+  wait "$server_pid" || fail "$bin did not stop cleanly on SIGTERM: $(tail -5 "$work/$bin.server.log")"
+  server_pid=""
+  rm "$dir/.env"
+}
+
+check() { # name resource_type cargo-feature-flags...
+  local name=$1 type=$2 dir="$work/$1"
+  shift 2
+  step "checking $name (resource type: $type) $*"
+  [ ! -e "$dir/template" ] || fail "$name: template/ left behind"
+  for gone in tests/template.rs tests/generation.sh cargo-generate.toml .ci CHANGELOG.md docs/decisions \
+    scripts/install-cargo-generate.sh scripts/sync-template.sh; do
+    [ ! -e "$dir/$gone" ] || fail "$name: template-only $gone left behind"
+  done
+  grep -qx "name = \"$name\"" "$dir/Cargo.toml" || fail "$name: package not renamed"
+  grep -q "^# $name" "$dir/README.md" || fail "$name: README not the generated one"
+  [ "$(cat "$dir/src/resource_type.txt")" = "$type" ] || fail "$name: default resource type"
+  (
+    cd "$dir"
+    cargo fmt --check
+    cargo build --locked "$@"
+    cargo clippy --locked --all-targets "$@" -- -D warnings
+    cargo test --locked "$@"
+  ) || fail "$name: build, clippy or tests"
+  serve_and_send "$dir" "$name" "$type"
+  step "$name ok"
+}
+
+start=$(date +%s)
+generate vlan-hook "Switch Port"
+check vlan-hook "Switch Port"
+
+# Spaces, quotes, a dollar sign, a backslash and non-ASCII letters in the resource type.
+odd='Salle de réunion "Bâtiment B" $HOME \ Ω'
+generate room-hook "$odd"
+check room-hook "$odd" --all-features
+
+# An empty resource type is refused with a message saying what to give.
+if cargo generate --path "$root" --name empty-hook --silent --vcs none -d resource_type="" \
+  --destination "$work" >"$work/empty.log" 2>&1; then
+  fail "an empty resource type was accepted"
+fi
+grep -q "resource_type" "$work/empty.log" || fail "no clear message for an empty resource type: $(cat "$work/empty.log")"
+
+step "all variants ok in $(($(date +%s) - start)) s"

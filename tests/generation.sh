@@ -87,6 +87,19 @@ odd='Salle de réunion "Bâtiment B" $HOME \ Ω'
 generate room-hook "$odd"
 check room-hook "$odd" --all-features
 
+# From a git repository (what users of --git get: the committed tree), the same files.
+if git -C "$root" rev-parse --git-dir >/dev/null 2>&1 && [ -z "$(git -C "$root" status --porcelain)" ]; then
+  mkdir "$work/git"
+  cargo generate --git "file://$root" --name vlan-hook --silent --vcs none \
+    -d resource_type="Switch Port" --destination "$work/git" >"$work/git.log" 2>&1 ||
+    { cat "$work/git.log" >&2; fail "cargo generate --git"; }
+  diff -r -x target "$work/git/vlan-hook" "$work/vlan-hook" ||
+    fail "--git and --path give different projects"
+  step "--git gives the same project"
+else
+  step "skipping the --git comparison: the working tree has uncommitted changes"
+fi
+
 # An empty resource type is refused with a message saying what to give.
 if cargo generate --path "$root" --name empty-hook --silent --vcs none -d resource_type="" \
   --destination "$work" >"$work/empty.log" 2>&1; then

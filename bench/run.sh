@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# Benchmarks the webhook side by side with a bare poem server, in one run on this machine,
+# and prints one table. Run on demand (not part of the tests): bench/run.sh
+#
+#   DURATION=10 CONNECTIONS=16 REPS=3 bench/run.sh
+#
+# Throughput and latency come from bench/src/bin/load.rs over loopback; the median of REPS
+# runs is reported, and every non-2xx answer is counted. The load generator shares the
+# machine's cores with the server, so absolute figures understate a dedicated server; the
+# ratio to bare poem in the same run is the figure to compare.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-16}
+REPS=${REPS:-3}
+MILLION=${MILLION:-1000000}
+bin="$CARGO_TARGET_DIR/release"
+work=$(mktemp -d)
+pid=""
+cleanup() {
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+export WEBHOOK_SECRET=bench-secret RESOURCE_TYPE="Switch Port" LOG_LEVEL=warn
+export DATA_DIR="$work/data" REPLAY_TOLERANCE=off HOST=127.0.0.1
+mkdir -p "$DATA_DIR"
+
+echo "building (release)..." >&2
+cargo build --quiet --release --manifest-path "$root/bench/Cargo.toml"
+cargo build --quiet --release --manifest-path "$root/Cargo.toml"
+
+free_port() { "$bin/load" port; }
+
+start() { # binary port
+  PORT=$2 "$1" >"$work/server.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 500); do
+    curl -fso /dev/null -X "${3:-GET}" "http://127.0.0.1:$2${4:-/healthz}" && return 0
+    sleep 0.01
+  done
+  echo "server did not start: $(cat "$work/server.log")" >&2
+  exit 1
+}
+stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""; }
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$pid/status"; }
+
+# Median (by requests/s) of REPS runs: prints "rps p50_us p99_us non2xx+errors".
+measure() { # url mode
+  for _ in $(seq 1 "$REPS"); do
+    "$bin/load" run "$1" "$2" "$CONNECTIONS" "$DURATION"
+  done | sed 's/[a-z0-9_]*=//g' | sort -n -k2 | sed -n "$(((REPS + 1) / 2))p" |
+    awk '{print $2, $3, $4, $5 + $6}'
+}
+
+rows=()
+row() { rows+=("$(printf '| %-46s | %s |' "$1" "$2")"); }
+load_row() { # label "rps p50 p99 bad" [ratio-base]
+  read -r rps p50 p99 bad <<<"$2"
+  local ratio=""
+  [ -n "${3:-}" ] && ratio=$(awk -v a="$rps" -v b="$3" 'BEGIN {printf " (%.0f%% of bare poem)", 100 * a / b}')
+  row "$1" "$rps req/s$ratio, p50 $((p50)) µs, p99 $((p99)) µs, non-2xx $bad"
+}
+
+port=$(free_port)
+echo "bare poem..." >&2
+start "$bin/bare-poem" "$port" POST /
+bare=$(measure "http://127.0.0.1:$port/" bare)
+stop
+bare_rps=${bare%% *}
+load_row "bare poem, POST / → 200" "$bare"
+
+echo "webhook..." >&2
+port=$(free_port)
+start "$bin/noop-webhook" "$port"
+idle=$(rss_kib)
+load_row "webhook, signed EVENT_START, new id each" "$(measure "http://127.0.0.1:$port/webhook" start)" "$bare_rps"
+load_row "webhook, signed START of another type (ignored)" "$(measure "http://127.0.0.1:$port/webhook" ignored)" "$bare_rps"
+load_row "webhook, GET /healthz" "$(measure "http://127.0.0.1:$port/healthz" healthz)" "$bare_rps"
+stop
+row "webhook idle RSS" "$((idle / 1024)) MiB ($idle KiB)"
+
+echo "one million requests..." >&2
+port=$(free_port)
+start "$bin/noop-webhook" "$port"
+before=$(rss_kib)
+third=$((MILLION / 3))
+"$bin/load" run "http://127.0.0.1:$port/webhook" startend "$CONNECTIONS" 3600 "$third" >"$work/m1"
+after1=$(rss_kib)
+"$bin/load" run "http://127.0.0.1:$port/webhook" startend "$CONNECTIONS" 3600 "$third" >"$work/m2"
+after2=$(rss_kib)
+"$bin/load" run "http://127.0.0.1:$port/webhook" startend "$CONNECTIONS" 3600 "$((MILLION - 2 * third))" >"$work/m3"
+after3=$(rss_kib)
+stop
+bad=$(cat "$work/m1" "$work/m2" "$work/m3" | sed -n 's/.*non2xx=\([0-9]*\) errors=\([0-9]*\).*/\1 \2/p' | awk '{s += $1 + $2} END {print s}')
+row "RSS over $MILLION START/END requests" "start $((before / 1024)) MiB, after each third $((after1 / 1024)) / $((after2 / 1024)) / $((after3 / 1024)) MiB, non-2xx $bad"
+
+echo "start-up..." >&2
+startups=$(for _ in 1 2 3 4 5; do "$bin/load" startup "$bin/noop-webhook"; done | sed 's/startup_ms=//' | sort -n)
+row "start-up to first /healthz 200 (median of 5)" "$(echo "$startups" | sed -n 3p) ms"
+
+size=$(stat -c %s "$bin/reservation-webhook")
+row "release binary size" "$((size / 1024 / 1024)) MiB ($size bytes)"
+
+echo "cargo generate..." >&2
+if command -v cargo-generate >/dev/null; then
+  t0=$(date +%s%N)
+  cargo generate --path "$root" --name bench-hook --silent --vcs none -d resource_type="Switch Port" \
+    --destination "$work" >/dev/null 2>&1
+  row "cargo generate wall time" "$((($(date +%s%N) - t0) / 1000000)) ms"
+  (cd "$work/bench-hook" && cargo build --quiet)
+  touch "$work/bench-hook/src/resource.rs"
+  t0=$(date +%s%N)
+  (cd "$work/bench-hook" && cargo build --quiet)
+  row "generated project, warm incremental debug build" "$((($(date +%s%N) - t0) / 1000000)) ms (after touching src/resource.rs)"
+else
+  row "cargo generate wall time" "not measured: run scripts/install-cargo-generate.sh"
+fi
+
+echo "instructions per signed START (callgrind)..." >&2
+instructions() { # requests
+  local port out="$work/callgrind.$1"
+  port=$(free_port)
+  PORT=$port valgrind --tool=callgrind --callgrind-out-file="$out" "$bin/noop-webhook" >"$work/vg.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 3000); do curl -fso /dev/null "http://127.0.0.1:$port/healthz" && break; sleep 0.02; done
+  [ "$1" -gt 0 ] && "$bin/load" run "http://127.0.0.1:$port/webhook" start 1 600 "$1" >/dev/null
+  kill -TERM "$pid"
+  wait "$pid" 2>/dev/null || true
+  pid=""
+  sed -n 's/^summary: *\([0-9]*\).*/\1/p; s/^totals: *\([0-9]*\).*/\1/p' "$out" | head -n 1
+}
+if command -v valgrind >/dev/null; then
+  i0=$(instructions 0)
+  i1=$(instructions 200)
+  row "instructions per signed START (callgrind)" "$(((i1 - i0) / 200)) (whole process, (I(200) − I(0)) / 200)"
+else
+  row "instructions per signed START (callgrind)" "not measured: apt-get install -y valgrind"
+fi
+
+echo
+echo "Benchmarks $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB;" \
+  "$CONNECTIONS connections, ${DURATION}s × $REPS runs, median. The load generator shares the cores with the server."
+echo
+echo "| measure | result |"
+echo "|---|---|"
+printf '%s\n' "${rows[@]}"

@@ -1,0 +1,22 @@
+//! The webhook as generated, with a manager that does nothing: what the service itself costs.
+
+use async_trait::async_trait;
+use webhook::manager::{ManagerError, Outcome, ResourceManager};
+use webhook::reservation::Reservation;
+
+struct Noop;
+
+#[async_trait]
+impl ResourceManager for Noop {
+    async fn configure(&self, _: &Reservation) -> Result<Outcome, ManagerError> {
+        Ok(Outcome::new("configured"))
+    }
+    async fn release(&self, _: &Reservation) -> Result<Outcome, ManagerError> {
+        Ok(Outcome::new("released"))
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    webhook::cli::run(async { Ok(Noop) }).await
+}

@@ -1,5 +1,6 @@
 //! The command line: `serve` (the default) runs the webhook; `send` signs an event and posts
-//! it to a running webhook, to try a deployment end to end.
+//! it to a running webhook, to try a deployment end to end (`--wait` follows the booking
+//! until its work is done); `outbox list` and `outbox retry` show and re-send reports.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -31,6 +32,29 @@ pub enum Command {
     Serve,
     /// Sign an event with WEBHOOK_SECRET and post it to a running webhook; prints the reply.
     Send(SendArgs),
+    /// Show or re-send the reports stored for the reservation system (same ledger settings
+    /// as the service: DATA_DIR or LEDGER_URL).
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// List reports not yet delivered (or all with --all), newest first, with their
+    /// attempts and last status.
+    List {
+        /// Include delivered reports.
+        #[arg(long)]
+        all: bool,
+        /// How many to show.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Make a failed report pending again; the running service sends it within a second.
+    Retry {
+        /// The report's id, as `outbox list` shows it.
+        id: i64,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -53,6 +77,13 @@ pub struct SendArgs {
     /// Where the webhook listens [default: http://127.0.0.1:$PORT/webhook].
     #[arg(long)]
     pub url: Option<String>,
+    /// After the reply, follow the booking on GET /bookings/{id} (needs ADMIN_TOKEN) until
+    /// its work is done; fails if it failed.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait follows the booking.
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    pub wait_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -75,8 +106,10 @@ pub async fn run<M: ResourceManager>(
         anyhow::bail!("cannot read .env: {e}");
     }
     let config = Config::from_env()?;
-    if let Some(Command::Send(args)) = cli.command {
-        return send(&config, args).await;
+    match cli.command {
+        Some(Command::Send(args)) => return send(&config, args).await,
+        Some(Command::Outbox(command)) => return outbox(&config, command).await,
+        Some(Command::Serve) | None => {}
     }
     crate::telemetry::init(&config.log_level, config.log_format);
     let manager = manager.await.context("cannot build the resource manager")?;
@@ -112,6 +145,104 @@ pub async fn send(config: &Config, args: SendArgs) -> anyhow::Result<()> {
     println!("{status}");
     println!("{}", response.text().await.unwrap_or_default());
     anyhow::ensure!(status.is_success(), "the webhook answered {status}");
+    if args.wait {
+        let id = match &args.file {
+            None => args.event_id.clone(),
+            Some(path) => booking_id(&std::fs::read(path)?)
+                .with_context(|| format!("{}: no eventId or data.id", path.display()))?,
+        };
+        wait(config, &url, &id, args.wait_timeout).await?;
+    }
+    Ok(())
+}
+
+/// The booking id of a body in either of the sender's shapes.
+fn booking_id(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let id = v.get("eventId").or_else(|| v.pointer("/data/id"))?;
+    Some(id.as_str().map_or_else(|| id.to_string(), str::to_owned))
+}
+
+/// Follows booking `id` on the webhook's status endpoint until it is settled.
+async fn wait(
+    config: &Config,
+    webhook_url: &str,
+    id: &str,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    use secrecy::ExposeSecret as _;
+    let token = config
+        .admin_token
+        .as_ref()
+        .context("--wait needs ADMIN_TOKEN (the webhook's status endpoint is off without it)")?;
+    let url = reqwest::Url::parse(webhook_url)
+        .and_then(|u| u.join(&format!("bookings/{id}")))
+        .with_context(|| format!("{webhook_url} is not a URL"))?;
+    let client = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let response = client
+            .get(url.clone())
+            .bearer_auth(token.expose_secret())
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        let status = response.status();
+        let body: serde_json::Value =
+            serde_json::from_str(&response.text().await.unwrap_or_default()).unwrap_or_default();
+        anyhow::ensure!(status.is_success(), "{url} answered {status}: {body}");
+        if body["settled"] == true {
+            println!("{}", serde_json::to_string_pretty(&body)?);
+            anyhow::ensure!(
+                body["state"] != "failed",
+                "booking {id} failed: {}",
+                body["lastError"]
+            );
+            return Ok(());
+        }
+        eprintln!(
+            "booking {id}: {} (attempt {})",
+            body["state"], body["attempts"]
+        );
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "booking {id} is still {} after {}",
+            body["state"],
+            humantime::format_duration(timeout)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+/// Runs `outbox list` or `outbox retry`.
+pub async fn outbox(config: &Config, command: OutboxCommand) -> anyhow::Result<()> {
+    let store = crate::ledger::open(config, false).await?;
+    match command {
+        OutboxCommand::List { all, limit } => {
+            let entries = store.outbox_list(all, limit).await?;
+            println!(
+                "{:>6}  {:<12}  {:<9}  {:>8}  {:<20}  {:<10}  last status",
+                "id", "kind", "state", "attempts", "updated", "booking"
+            );
+            for e in entries {
+                println!(
+                    "{:>6}  {:<12}  {:<9}  {:>8}  {:<20}  {:<10}  {}",
+                    e.id,
+                    e.kind.as_str(),
+                    e.state.as_str(),
+                    e.attempts,
+                    crate::ledger::time(e.updated_at).format("%Y-%m-%d %H:%M:%S"),
+                    e.booking_id.as_deref().unwrap_or("-"),
+                    e.last_status.as_deref().unwrap_or("-"),
+                );
+            }
+        }
+        OutboxCommand::Retry { id } => match store.outbox_retry(id, crate::ledger::now()).await? {
+            Some(true) => println!("report {id} is pending again"),
+            Some(false) => anyhow::bail!("report {id} has not failed: nothing to retry"),
+            None => anyhow::bail!("there is no report {id}"),
+        },
+    }
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -18,7 +19,12 @@ use crate::signature::Keys;
 pub const DEFAULT_RESOURCE_TYPE: &str = include_str!("resource_type.txt");
 
 /// Variables that may instead be read from the file named by `<NAME>_FILE`.
-const FILE_VARIABLES: [&str; 2] = ["WEBHOOK_SECRET", "WEBHOOK_PREVIOUS_SECRETS"];
+const FILE_VARIABLES: [&str; 4] = [
+    "WEBHOOK_SECRET",
+    "WEBHOOK_PREVIOUS_SECRETS",
+    "LEDGER_URL",
+    "ADMIN_TOKEN",
+];
 
 /// A setting that stops start-up, with the variable it is about.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +50,29 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub log_level: String,
     pub log_format: LogFormat,
+    /// Where bookings and reports are kept (`DATA_DIR`, or `LEDGER_URL`).
+    pub ledger: LedgerConfig,
+    /// How long a delivery waits for the manager before it is answered 202.
+    pub processing_budget: Duration,
+    /// Calls made for one operation when the manager's errors are transient.
+    pub max_attempts: u32,
+    /// The wait before the first retry; it doubles with each attempt (plus jitter).
+    pub retry_backoff: Duration,
+    /// How long after a booking's end it is released when no END or DELETED came.
+    pub release_grace: Duration,
+    /// How old a signed `timestamp` may be; `None` turns the check off.
+    pub replay_tolerance: Option<Duration>,
+    /// The bearer token of `GET /bookings/{id}`; `None` turns the endpoint off.
+    pub admin_token: Option<SecretString>,
+}
+
+/// Where the ledger lives.
+#[derive(Debug, Clone)]
+pub enum LedgerConfig {
+    /// `DATA_DIR/ledger.db`, for one replica.
+    Embedded { dir: PathBuf },
+    /// A PostgreSQL database, for any number of replicas.
+    Postgres { url: SecretString },
 }
 
 /// A report-back endpoint of the reservation system.
@@ -86,6 +115,14 @@ struct Raw {
     log_level: String,
     #[serde(default = "default_log_format")]
     log_format: String,
+    data_dir: Option<String>,
+    ledger_url: Option<SecretString>,
+    processing_budget: Option<String>,
+    max_attempts: Option<String>,
+    retry_backoff: Option<String>,
+    release_grace: Option<String>,
+    replay_tolerance: Option<String>,
+    admin_token: Option<SecretString>,
 }
 
 fn default_host() -> String {
@@ -111,6 +148,16 @@ fn default_log_format() -> String {
 const DEFAULT_REPORT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time in-flight work gets on shutdown; Kubernetes' default grace period is 30 s.
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(25);
+/// How long the sender waits for a reply; the processing budget must stay below it.
+pub const SENDER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Wait for the manager before answering 202: half the sender's timeout, with room to spare.
+const DEFAULT_PROCESSING_BUDGET: Duration = Duration::from_secs(5);
+const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(1);
+/// END comes up to about a minute after the booking's end; ten minutes leaves room.
+const DEFAULT_RELEASE_GRACE: Duration = Duration::from_secs(600);
+/// The Standard Webhooks convention; START is sent a few minutes before the booking.
+const DEFAULT_REPLAY_TOLERANCE: Duration = Duration::from_secs(300);
 
 impl Config {
     /// Reads the process environment.
@@ -197,6 +244,46 @@ impl Raw {
                 .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
             log_level: self.log_level,
             log_format,
+            ledger: match self.ledger_url {
+                Some(url) => {
+                    url.expose_secret()
+                        .parse::<tokio_postgres::Config>()
+                        .map_err(|e| {
+                            ConfigError(format!(
+                                "LEDGER_URL is not a PostgreSQL URL such as \
+                                 postgres://user:password@host:5432/webhook ({e})"
+                            ))
+                        })?;
+                    LedgerConfig::Postgres { url }
+                }
+                None => LedgerConfig::Embedded {
+                    dir: PathBuf::from(self.data_dir.as_deref().unwrap_or("./data")),
+                },
+            },
+            processing_budget: budget(self.processing_budget)?,
+            max_attempts: match self.max_attempts {
+                None => DEFAULT_MAX_ATTEMPTS,
+                Some(text) => match text.trim().parse::<u32>() {
+                    Ok(n) if n >= 1 => n,
+                    _ => {
+                        return Err(ConfigError(format!(
+                            "MAX_ATTEMPTS: {text:?} is not a whole number of at least 1"
+                        )));
+                    }
+                },
+            },
+            retry_backoff: duration("RETRY_BACKOFF", self.retry_backoff)?
+                .unwrap_or(DEFAULT_RETRY_BACKOFF),
+            release_grace: duration("RELEASE_GRACE", self.release_grace)?
+                .unwrap_or(DEFAULT_RELEASE_GRACE),
+            replay_tolerance: match self.replay_tolerance.as_deref().map(str::trim) {
+                Some("off") => None,
+                other => Some(
+                    duration("REPLAY_TOLERANCE", other.map(str::to_owned))?
+                        .unwrap_or(DEFAULT_REPLAY_TOLERANCE),
+                ),
+            },
+            admin_token: self.admin_token,
         })
     }
 
@@ -275,6 +362,20 @@ fn endpoint(
     }))
 }
 
+/// `PROCESSING_BUDGET`: positive and below the sender's timeout.
+fn budget(value: Option<String>) -> Result<Duration, ConfigError> {
+    let budget = duration("PROCESSING_BUDGET", value)?.unwrap_or(DEFAULT_PROCESSING_BUDGET);
+    if budget >= SENDER_TIMEOUT {
+        return Err(ConfigError(format!(
+            "PROCESSING_BUDGET: {} is not below the sender's {}s timeout; the sender would \
+             record the delivery as failed",
+            humantime::format_duration(budget),
+            SENDER_TIMEOUT.as_secs()
+        )));
+    }
+    Ok(budget)
+}
+
 /// Reads a duration such as `5s`, `500ms` or `2m`; a bare number means seconds.
 fn duration(name: &str, value: Option<String>) -> Result<Option<Duration>, ConfigError> {
     let Some(value) = value else { return Ok(None) };
@@ -348,6 +449,23 @@ mod tests {
         assert_eq!(c.max_body_bytes, 1 << 20);
         assert_eq!(c.log_format, LogFormat::Json);
         assert!(c.notification.is_none());
+        assert!(matches!(&c.ledger, LedgerConfig::Embedded { dir } if dir.ends_with("data")));
+        assert_eq!(c.processing_budget, Duration::from_secs(5));
+        assert_eq!(c.replay_tolerance, Some(Duration::from_secs(300)));
+        assert!(c.admin_token.is_none());
+    }
+
+    #[test]
+    fn a_ledger_url_selects_postgres_and_never_appears_in_debug_output() {
+        let c = config(&[
+            ("WEBHOOK_SECRET", "s"),
+            ("LEDGER_URL", "postgres://hook:hunter2@db:5432/hook"),
+            ("REPLAY_TOLERANCE", "off"),
+        ])
+        .unwrap();
+        assert!(matches!(c.ledger, LedgerConfig::Postgres { .. }));
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert_eq!(c.replay_tolerance, None);
     }
 
     #[test]
@@ -381,6 +499,20 @@ mod tests {
             (vec![("LOG_LEVEL", "info,[")], "LOG_LEVEL"),
             (vec![("ALLOW_UNSIGNED", "yes please")], "ALLOW_UNSIGNED"),
             (vec![("MAX_BODY_BYTES", "0")], "MAX_BODY_BYTES"),
+            (vec![("PROCESSING_BUDGET", "10s")], "PROCESSING_BUDGET"),
+            (vec![("PROCESSING_BUDGET", "soon")], "PROCESSING_BUDGET"),
+            (vec![("MAX_ATTEMPTS", "0")], "MAX_ATTEMPTS"),
+            (vec![("RETRY_BACKOFF", "-1s")], "RETRY_BACKOFF"),
+            (vec![("RELEASE_GRACE", "later")], "RELEASE_GRACE"),
+            (vec![("REPLAY_TOLERANCE", "none")], "REPLAY_TOLERANCE"),
+            (
+                vec![("LEDGER_URL", "postgres://h:notaport/x")],
+                "LEDGER_URL",
+            ),
+            (
+                vec![("ADMIN_TOKEN_FILE", "/nonexistent/token")],
+                "ADMIN_TOKEN_FILE",
+            ),
             (
                 vec![("WEBHOOK_SECRET_ENCODING", "rot13")],
                 "WEBHOOK_SECRET_ENCODING",

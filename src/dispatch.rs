@@ -1,18 +1,26 @@
-//! Acts on a booking event at most once: decides from the ledger whether to call the
-//! manager, calls it, records the new state, replies, and reports the result back.
+//! Handles one booking event: records in the ledger what it asks for, has the
+//! [reconciler](crate::reconcile) act on it, waits for the result up to
+//! `PROCESSING_BUDGET`, and replies; past the budget it replies 202 and the work goes on.
+//!
+//! The reply says what happened to the booking (`configured`, `duplicate`, `failed`, ...)
+//! but never the manager's outcome, which goes to the user in a notification.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use poem::http::StatusCode;
 
-use crate::ledger::State;
-use crate::manager::ManagerError;
+use crate::ledger::{self, Booking, Desired, Finish, Intent, Op, State, StoreError, Verdict};
 use crate::payload::Action;
 use crate::reply::Reply;
-use crate::report::{NoticeKind, Report};
+use crate::report::{Audit, LOG_TEXT_MAX, truncate};
 use crate::reservation::Reservation;
 use crate::startup::AppState;
+
+/// How often a waiting delivery looks at the ledger when no signal comes (the work may
+/// run in another replica).
+const WAIT_POLL: Duration = Duration::from_millis(250);
 
 /// A booking event, parsed and verified.
 pub struct BookingEvent {
@@ -24,11 +32,46 @@ pub struct BookingEvent {
     pub body: bytes::Bytes,
 }
 
-/// What the ledger says to do.
-enum Step {
-    Configure,
-    Release,
-    Skip(&'static str, String),
+/// Refuses a delivery whose signed `timestamp` is further than `tolerance` from `now`.
+pub fn check_fresh(
+    sent_at: Option<DateTime<Utc>>,
+    tolerance: Option<Duration>,
+    now: DateTime<Utc>,
+) -> Result<(), Reply> {
+    let Some(tolerance) = tolerance else {
+        return Ok(());
+    };
+    let shown = humantime::format_duration(tolerance);
+    let Some(sent_at) = sent_at else {
+        return Err(Reply::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            format!(
+                "missing field timestamp: it is needed to refuse replays (REPLAY_TOLERANCE={shown})"
+            ),
+        ));
+    };
+    let skew = (now - sent_at).to_std();
+    let (late, early) = match skew {
+        Ok(age) => (age > tolerance, false),
+        Err(_) => (false, (sent_at - now).to_std().is_ok_and(|d| d > tolerance)),
+    };
+    if late || early {
+        let how = if late {
+            "older"
+        } else {
+            "further in the future"
+        };
+        return Err(Reply::new(
+            StatusCode::CONFLICT,
+            "replay",
+            format!(
+                "refused as a replay: the event's timestamp {} is {how} than REPLAY_TOLERANCE ({shown}) allows",
+                sent_at.to_rfc3339()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Handles one booking event to the end, even if the sender hangs up meanwhile.
@@ -38,131 +81,240 @@ pub async fn booking(state: Arc<AppState>, event: BookingEvent) -> Reply {
         Action::Release => "EVENT_END",
         Action::ReleaseIfActive => "EVENT_DELETED",
     };
+    let desired = match event.action {
+        Action::Configure => Desired::Active,
+        Action::Release | Action::ReleaseIfActive => Desired::Released,
+    };
     let r = &event.reservation;
-    let id = &r.event_id;
-    let mut booking = state.ledger.lock(id).await;
-    let step = match (event.action, booking.state()) {
-        (Action::Configure, Some(State::Active)) => {
-            Step::Skip("duplicate", format!("booking {id} is already configured"))
-        }
-        (Action::Configure, Some(State::Released)) => Step::Skip(
-            "ignored",
-            format!("booking {id} has already ended or been deleted"),
-        ),
-        (Action::Configure, _) => Step::Configure,
-        (_, Some(State::Released)) => {
-            Step::Skip("duplicate", format!("booking {id} is already released"))
-        }
-        // An END for a booking this process has not seen (a restart in between, or END
-        // overtaking START) releases anyway: release is idempotent, a leak is not.
-        (Action::Release, _) => Step::Release,
-        (Action::ReleaseIfActive, Some(_)) => Step::Release,
-        (Action::ReleaseIfActive, None) if event.start_notified => Step::Release,
-        (Action::ReleaseIfActive, None) => {
-            state.ledger.set(&mut booking, State::Released);
-            Step::Skip(
-                "ignored",
-                format!("booking {id} was deleted before it started: nothing to release"),
-            )
-        }
+    let id = r.event_id.clone();
+    let payload = String::from_utf8_lossy(&event.body);
+    let intent = Intent {
+        desired,
+        booking_id: id.clone(),
+        resource_id: r.resource.id,
+        resource_name: r.resource.name.clone(),
+        user_id: r.user.id.clone(),
+        start: r.start.timestamp_millis(),
+        end: r.end.timestamp_millis(),
+        reservation: serde_json::to_string(r).expect("a reservation serializes"),
+        webhook_id: event.webhook_id.clone(),
+        event_type,
+        body: truncate(&payload, LOG_TEXT_MAX).to_owned(),
     };
-
-    let (reply, notice) = match step {
-        Step::Skip(status, message) => (Reply::ok(status, message), None),
-        Step::Configure => {
-            state.ledger.set(&mut booking, State::Configuring);
-            let started = Instant::now();
-            let result = state.manager.configure(r).await;
-            state.metrics.call("configure", started, result.is_ok());
-            match result {
-                Ok(outcome) => {
-                    state.ledger.set(&mut booking, State::Active);
-                    tracing::info!("configured");
-                    (
-                        Reply::ok("configured", format!("booking {id} configured")),
-                        Some((NoticeKind::Success, outcome.message)),
-                    )
+    let (reply, retry_count) = match state.store.record(&intent, ledger::now()).await {
+        Err(e) => (unavailable(&e), 0),
+        Ok(recorded) => match recorded.verdict {
+            Verdict::Done { status, message } => {
+                if event.start_notified
+                    && recorded.booking.created_at == recorded.booking.updated_at
+                {
+                    tracing::warn!(
+                        "the sender says START was sent for this deleted booking, but this ledger never recorded it: nothing released"
+                    );
                 }
-                Err(e) => {
-                    state.ledger.set(&mut booking, State::Failed);
-                    failed("configure", r, e)
-                }
+                (Reply::ok(status, message), 0)
             }
-        }
-        Step::Release => {
-            let before = booking.state();
-            state.ledger.set(&mut booking, State::Releasing);
-            let started = Instant::now();
-            let result = state.manager.release(r).await;
-            state.metrics.call("release", started, result.is_ok());
-            match result {
-                Ok(outcome) => {
-                    state.ledger.set(&mut booking, State::Released);
-                    tracing::info!("released");
-                    // Tell the user only about bookings they could have been using.
-                    let notice = before
-                        .is_some()
-                        .then_some((NoticeKind::Success, outcome.message));
-                    (
-                        Reply::ok("released", format!("booking {id} released")),
-                        notice,
-                    )
+            verdict => {
+                let work = verdict == Verdict::Work;
+                if work {
+                    state.reconciler.kick(&id);
                 }
-                Err(e) => failed("release", r, e),
+                settle(&state, &recorded.booking, desired, work).await
             }
-        }
+        },
     };
-    drop(booking);
-    let reply = reply.for_event(id);
+    let reply = reply.for_event(&id);
     state.metrics.delivery(event_type, reply.body.status);
 
-    if let Some(webhook_id) = event.webhook_id {
-        state.reporter.send(Report {
+    if let Some(webhook_id) = &event.webhook_id {
+        let audit = state.reports.audit(Audit {
             webhook_id,
             event_type,
-            event_id: id.clone(),
-            user_id: r.user.id.clone(),
+            booking_id: &id,
             resource_id: r.resource.id,
-            notice,
-            payload: String::from_utf8_lossy(&event.body).into_owned(),
-            status: reply.code,
-            response: reply.json(),
+            payload: &payload,
+            reply: &reply,
+            retry_count,
         });
-    } else if state.reporter.enabled() {
+        if let Some(entry) = audit {
+            match state.store.enqueue(&[entry], ledger::now()).await {
+                Ok(()) => state.outbox.wake(),
+                Err(e) => tracing::error!(error = %e, "cannot store the audit entry"),
+            }
+        }
+    } else if state.reports.enabled() {
         tracing::warn!("event has no webhookId: nothing reported back");
     }
     reply
 }
 
-/// The reply and notice for a failed manager call: 503 if worth retrying, else 500.
-fn failed(
-    operation: &str,
-    r: &Reservation,
-    e: ManagerError,
-) -> (Reply, Option<(NoticeKind, String)>) {
-    tracing::error!(
-        error.message = %e,
-        error.cause_chain = ?std::error::Error::source(&e),
-        transient = e.is_transient(),
-        "{operation} failed"
-    );
-    let code = if e.is_transient() {
+/// Waits for the booking to settle within the budget and replies with the result, or 202.
+async fn settle(state: &AppState, b: &Booking, desired: Desired, work: bool) -> (Reply, u32) {
+    let settled = match wait(state, &b.id, desired).await {
+        Ok(Some(settled)) => Some(settled),
+        Ok(None) => match state.store.defer(&b.id, ledger::now()).await {
+            // It ended between the last look and now: answer with the result after all.
+            Ok(false) => state.store.booking(&b.id).await.ok().flatten(),
+            Ok(true) | Err(_) => None,
+        },
+        Err(e) => {
+            tracing::error!(error = %e, "cannot follow the booking; its work goes on");
+            None
+        }
+    };
+    match settled {
+        Some(settled) => reply_for(&settled, desired, work),
+        None => (accepted(state, b, desired, work), 0),
+    }
+}
+
+/// Polls the booking, woken early by the reconciler's signal, until it is settled or no
+/// longer wanted in the state this delivery asked for; `None` when the budget ran out.
+async fn wait(state: &AppState, id: &str, desired: Desired) -> Result<Option<Booking>, StoreError> {
+    let deadline = tokio::time::Instant::now() + state.config.processing_budget;
+    let signal = state.reconciler.signals.subscribe(id);
+    loop {
+        let notified = signal.notified();
+        let mut notified = std::pin::pin!(notified);
+        notified.as_mut().enable();
+        let Some(b) = state.store.booking(id).await? else {
+            return Ok(None);
+        };
+        if b.desired != desired || b.settled() {
+            return Ok(Some(b));
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Ok(None);
+        }
+        let _ = tokio::time::timeout_at(deadline.min(now + WAIT_POLL), notified).await;
+    }
+}
+
+fn op_for(desired: Desired) -> Op {
+    match desired {
+        Desired::Active => Op::Configure,
+        Desired::Released => Op::Release,
+    }
+}
+
+/// The reply for a settled booking, and the retries its operation took.
+fn reply_for(b: &Booking, desired: Desired, work: bool) -> (Reply, u32) {
+    let id = &b.id;
+    let retries = b.attempts.saturating_sub(1);
+    let reply = match (b.state, desired) {
+        (_, Desired::Active) if b.desired == Desired::Released => Reply::ok(
+            "ignored",
+            format!("booking {id} ended or was deleted meanwhile: it is being released"),
+        ),
+        (State::Active, Desired::Active) if work => {
+            Reply::ok("configured", format!("booking {id} configured"))
+        }
+        (State::Active, Desired::Active) => {
+            Reply::ok("duplicate", format!("booking {id} is already configured"))
+        }
+        (State::Released, Desired::Released) if work => {
+            Reply::ok("released", format!("booking {id} released"))
+        }
+        (State::Released, Desired::Released) => {
+            Reply::ok("duplicate", format!("booking {id} is already released"))
+        }
+        (State::Failed, _) => failed(
+            op_for(desired),
+            b.last_error.as_deref().unwrap_or("unknown error"),
+            b.error_transient,
+        ),
+        _ => Reply::new(
+            StatusCode::ACCEPTED,
+            "in_progress",
+            format!("booking {id} is being worked on"),
+        )
+        .with_execution(&b.execution_id),
+    };
+    (reply, retries)
+}
+
+/// The reply an operation's final result would have got, for a deferred audit entry.
+pub fn final_reply(id: &str, op: Op, finish: &Finish) -> Reply {
+    match (finish, op) {
+        (Finish::Done { .. }, Op::Configure) => {
+            Reply::ok("configured", format!("booking {id} configured"))
+        }
+        (Finish::Done { .. }, Op::Release) => {
+            Reply::ok("released", format!("booking {id} released"))
+        }
+        (Finish::Failed { error, transient }, _) => failed(op, error, *transient),
+        (Finish::Retry { .. }, _) => Reply::new(
+            StatusCode::ACCEPTED,
+            "in_progress",
+            format!("booking {id} is being worked on"),
+        ),
+    }
+    .for_event(id)
+}
+
+/// A failed call: 503 if the manager said it may pass, else 500.
+fn failed(op: Op, error: &str, transient: bool) -> Reply {
+    let code = if transient {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::INTERNAL_SERVER_ERROR
     };
-    let notice = format!(
-        "Could not {operation} {} for booking {}: {}",
-        r.resource.name,
-        r.event_id,
-        e.message()
-    );
-    (
-        Reply::new(
-            code,
-            "failed",
-            format!("{operation} failed: {}", e.message()),
+    Reply::new(code, "failed", format!("{} failed: {error}", op.as_str()))
+}
+
+fn accepted(state: &AppState, b: &Booking, desired: Desired, work: bool) -> Reply {
+    let (status, whose) = if work {
+        ("accepted", "its")
+    } else {
+        ("in_progress", "an earlier delivery's")
+    };
+    Reply::new(
+        StatusCode::ACCEPTED,
+        status,
+        format!(
+            "{} of booking {} is still running after {}: {whose} work goes on in the background and its result is reported back",
+            op_for(desired).as_str(),
+            b.id,
+            humantime::format_duration(state.config.processing_budget)
         ),
-        Some((NoticeKind::Error, notice)),
     )
+    .with_execution(&b.execution_id)
+}
+
+fn unavailable(e: &StoreError) -> Reply {
+    tracing::error!(error = %e, "the ledger is unavailable");
+    Reply::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "the booking ledger is unavailable: nothing was done",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_timestamp_beyond_the_tolerance_either_way_is_refused_as_a_replay() {
+        let now = at("2026-11-24T12:00:00Z");
+        let five = Some(Duration::from_secs(300));
+        assert!(check_fresh(Some(at("2026-11-24T11:56:00Z")), five, now).is_ok());
+        let old = check_fresh(Some(at("2026-11-24T11:54:00Z")), five, now).unwrap_err();
+        assert_eq!(
+            (old.code, old.body.status),
+            (StatusCode::CONFLICT, "replay")
+        );
+        assert!(
+            old.body.message.contains("REPLAY_TOLERANCE (5m)"),
+            "{old:?}"
+        );
+        assert!(check_fresh(Some(at("2026-11-24T12:06:00Z")), five, now).is_err());
+        assert!(check_fresh(None, five, now).is_err());
+        assert!(check_fresh(None, None, now).is_ok());
+    }
 }

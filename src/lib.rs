@@ -9,20 +9,26 @@
 //! - [`routes`]: the HTTP endpoints and the gates a delivery passes (size, signature, shape).
 //! - [`signature`]: HMAC-SHA256 checking and signing.
 //! - [`payload`]: both wire shapes into one [`reservation::Reservation`], or a reason to ignore.
-//! - [`dispatch`]: calls the manager at most once per booking and reports the result.
-//! - [`ledger`]: what this process knows about each booking.
-//! - [`report`]: notifications and audit-log entries sent back to the reservation system.
+//! - [`dispatch`]: records what a delivery asks for, waits for the result, replies.
+//! - [`ledger`]: every booking's desired and actual state, durable (SQLite or PostgreSQL).
+//! - [`reconcile`]: drives bookings to their desired state: claims, retries, the sweeper.
+//! - [`report`], [`outbox`]: notifications and audit-log entries for the reservation
+//!   system, stored with the results and delivered with retries.
+//! - [`admin`]: `GET /bookings/{id}`, a booking's state and history.
 //! - [`reply`]: the JSON reply format.
 //! - [`config`], [`telemetry`], [`metrics`], [`startup`], [`cli`]: settings, logs, metrics,
 //!   wiring, and the command line.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod dispatch;
 pub mod ledger;
 pub mod manager;
 pub mod metrics;
+pub mod outbox;
 pub mod payload;
+pub mod reconcile;
 pub mod reply;
 pub mod report;
 pub mod reservation;

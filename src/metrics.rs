@@ -40,7 +40,14 @@ struct Inner {
     deliveries: Family<DeliveryLabels, Counter>,
     calls: Family<CallLabels, Histogram>,
     reports: Family<ReportLabels, Counter>,
+    retries: Family<OperationLabel, Counter>,
     active: Gauge,
+    backlog: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabel {
+    operation: &'static str,
 }
 
 impl Default for Metrics {
@@ -67,18 +74,32 @@ impl Default for Metrics {
             "Report-back requests, by endpoint and result",
             reports.clone(),
         );
+        let retries = Family::<OperationLabel, Counter>::default();
+        registry.register(
+            "manager_retries",
+            "Manager calls that failed transiently and were scheduled again",
+            retries.clone(),
+        );
         let active = Gauge::default();
         registry.register(
             "active_bookings",
-            "Bookings configured and not yet released",
+            "Bookings configured and not yet released, from the ledger",
             active.clone(),
+        );
+        let backlog = Gauge::default();
+        registry.register(
+            "outbox_backlog",
+            "Reports stored and not yet delivered (failed ones not counted)",
+            backlog.clone(),
         );
         Self(Arc::new(Inner {
             registry,
             deliveries,
             calls,
             reports,
+            retries,
             active,
+            backlog,
         }))
     }
 }
@@ -117,9 +138,23 @@ impl Metrics {
             .inc();
     }
 
-    /// The metrics in the Prometheus text format, with `active` bookings as of now.
-    pub fn encode(&self, active: usize) -> String {
-        self.0.active.set(active as i64);
+    /// Counts a transient failure that will be retried.
+    pub fn retry(&self, operation: &'static str) {
+        self.0
+            .retries
+            .get_or_create(&OperationLabel { operation })
+            .inc();
+    }
+
+    /// The metrics in the Prometheus text format, with the gauges read from the ledger as of
+    /// now (kept as they were when it could not be read).
+    pub fn encode(&self, active: Option<u64>, backlog: Option<u64>) -> String {
+        if let Some(active) = active {
+            self.0.active.set(active as i64);
+        }
+        if let Some(backlog) = backlog {
+            self.0.backlog.set(backlog as i64);
+        }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.0.registry)
             .expect("writing to a String cannot fail");

@@ -21,6 +21,9 @@ pub struct ReplyBody {
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event_id: Option<String>,
+    /// The work a 202 left running, to find it in logs and `GET /bookings/{id}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub execution_id: Option<String>,
     pub message: String,
 }
 
@@ -31,6 +34,7 @@ impl Reply {
             body: ReplyBody {
                 status,
                 event_id: None,
+                execution_id: None,
                 message: message.into(),
             },
         }
@@ -43,6 +47,11 @@ impl Reply {
 
     pub fn for_event(mut self, event_id: &str) -> Self {
         self.body.event_id = Some(event_id.to_owned());
+        self
+    }
+
+    pub fn with_execution(mut self, execution_id: &str) -> Self {
+        self.body.execution_id = Some(execution_id.to_owned());
         self
     }
 

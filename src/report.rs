@@ -1,20 +1,17 @@
-//! Reporting results back to the reservation system: a notification for the user and an
-//! audit-log entry per processed event.
+//! What is reported back to the reservation system: a notification for the user when an
+//! operation ends, and an audit-log entry per processed event.
 //!
-//! Both requests are signed like inbound events and sent in the background after the reply,
-//! so a slow or failing report never delays or fails the event itself; failures are logged
-//! and counted. Fields, enum values and length limits follow the back end's validation
-//! (unknown fields are refused there, so none are sent).
+//! Reports are built here as JSON bodies and stored in the ledger's outbox (with the result
+//! they report, in the same transaction), then delivered by [`outbox`](crate::outbox) with
+//! retries, so a slow or failing back end never delays or fails an event and nothing is
+//! lost. Fields, enum values and length limits follow the back end's validation (unknown
+//! fields are refused there, so none are sent).
 
-use std::time::Duration;
-
-use poem::http::StatusCode;
 use serde::Serialize;
-use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, Endpoint};
-use crate::metrics::Metrics;
-use crate::signature::{Keys, SIGNATURE_HEADER};
+use crate::config::Config;
+use crate::ledger::{Booking, Finish, Kind, NewEntry, Op};
+use crate::reply::Reply;
 
 /// The back end's limit on a notification's message.
 pub const MESSAGE_MAX: usize = 500;
@@ -59,132 +56,98 @@ struct LogEntry<'a> {
     resource_id: i64,
 }
 
-/// The result of one processed event, to be reported.
-#[derive(Debug, Clone)]
-pub struct Report {
-    pub webhook_id: String,
-    pub event_type: &'static str,
-    pub event_id: String,
-    pub user_id: String,
+/// One delivery's reply, for its audit entry.
+#[derive(Debug, Clone, Copy)]
+pub struct Audit<'a> {
+    pub webhook_id: &'a str,
+    pub event_type: &'a str,
+    pub booking_id: &'a str,
     pub resource_id: i64,
-    /// What the user is told, if anything happened worth telling.
-    pub notice: Option<(NoticeKind, String)>,
     /// The inbound body, as text.
-    pub payload: String,
-    /// The reply the sender got.
-    pub status: StatusCode,
-    pub response: String,
+    pub payload: &'a str,
+    pub reply: &'a Reply,
+    /// Manager calls made before the last one.
+    pub retry_count: u32,
 }
 
-/// Sends reports in the background; [`Reporter::close`] waits for those still in flight.
-#[derive(Clone)]
-pub struct Reporter {
-    client: reqwest::Client,
-    notification: Option<Endpoint>,
-    webhook_log: Option<Endpoint>,
-    keys: Option<Keys>,
-    tasks: TaskTracker,
-    metrics: Metrics,
+/// Builds the reports that the configured endpoints take.
+#[derive(Debug, Clone, Copy)]
+pub struct Reports {
+    notification: bool,
+    webhook_log: bool,
 }
 
-impl Reporter {
-    pub fn new(config: &Config, metrics: Metrics) -> Self {
+impl Reports {
+    pub fn new(config: &Config) -> Self {
         Self {
-            client: reqwest::Client::builder()
-                .user_agent(concat!(
-                    env!("CARGO_PKG_NAME"),
-                    "/",
-                    env!("CARGO_PKG_VERSION")
-                ))
-                .build()
-                .expect("the HTTP client's TLS set-up is static"),
-            notification: config.notification.clone(),
-            webhook_log: config.webhook_log.clone(),
-            keys: config.keys.clone(),
-            tasks: TaskTracker::new(),
-            metrics,
+            notification: config.notification.is_some(),
+            webhook_log: config.webhook_log.is_some(),
         }
     }
 
     /// Whether any report endpoint is configured.
     pub fn enabled(&self) -> bool {
-        self.notification.is_some() || self.webhook_log.is_some()
+        self.notification || self.webhook_log
     }
 
-    /// Sends the report's notification and audit entry in the background.
-    pub fn send(&self, report: Report) {
-        if !self.enabled() {
-            return;
-        }
-        let this = self.clone();
-        self.tasks.spawn(async move { this.deliver(&report).await });
-    }
-
-    /// Stops taking reports and waits up to `timeout` for those in flight.
-    pub async fn close(&self, timeout: Duration) {
-        self.tasks.close();
-        if tokio::time::timeout(timeout, self.tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                pending = self.tasks.len(),
-                "reports still in flight at shutdown were dropped"
-            );
-        }
-    }
-
-    async fn deliver(&self, report: &Report) {
-        if let (Some(endpoint), Some((kind, message))) = (&self.notification, &report.notice) {
-            let body = Notification {
-                webhook_id: &report.webhook_id,
-                user_id: &report.user_id,
-                message: truncate(message, MESSAGE_MAX),
-                kind: *kind,
-                event_id: &report.event_id,
-                resource_id: report.resource_id.to_string(),
-                event_type: report.event_type,
-            };
-            self.post("notification", endpoint, &body).await;
-        }
-        if let Some(endpoint) = &self.webhook_log {
-            let body = LogEntry {
-                webhook_id: &report.webhook_id,
-                event_type: report.event_type,
-                payload: truncate(&report.payload, LOG_TEXT_MAX),
-                status_code: report.status.as_u16(),
-                response: truncate(&report.response, LOG_TEXT_MAX),
-                success: report.status.is_success(),
-                retry_count: 0,
-                resource_id: report.resource_id,
-            };
-            self.post("webhook_log", endpoint, &body).await;
-        }
-    }
-
-    async fn post(&self, name: &'static str, endpoint: &Endpoint, body: &impl Serialize) {
-        let body = serde_json::to_vec(body).expect("report bodies serialize");
-        let mut request = self
-            .client
-            .post(endpoint.url.clone())
-            .timeout(endpoint.timeout)
-            .header("content-type", "application/json");
-        if let Some(keys) = &self.keys {
-            request = request.header(SIGNATURE_HEADER, keys.sign(&body));
-        }
-        let result = match request.body(body).send().await {
-            Ok(response) if response.status().is_success() => Ok(()),
-            Ok(response) => {
-                let status = response.status();
-                let text = response.text().await.unwrap_or_default();
-                Err(format!("{status}: {}", truncate(&text, 200)))
-            }
-            Err(e) => Err(error_chain(&e)),
+    /// The user's notification of an operation's final result.
+    pub fn result(&self, b: &Booking, op: Op, finish: &Finish) -> Option<NewEntry> {
+        let webhook_id = b.webhook_id.as_deref().filter(|_| self.notification)?;
+        let (kind, message) = match finish {
+            Finish::Done { outcome } => (NoticeKind::Success, outcome.clone()),
+            Finish::Failed { error, .. } => (
+                NoticeKind::Error,
+                format!(
+                    "Could not {} {} for booking {}: {error}",
+                    op.as_str(),
+                    b.resource_name,
+                    b.id
+                ),
+            ),
+            Finish::Retry { .. } => return None,
         };
-        self.metrics.report(name, result.is_ok());
-        if let Err(error) = result {
-            tracing::warn!(endpoint = name, url = %endpoint.url, %error, "report back failed");
+        let event_type = match (op, b.event_type.as_str()) {
+            (Op::Configure, _) => "EVENT_START",
+            (Op::Release, t @ ("EVENT_END" | "EVENT_DELETED")) => t,
+            (Op::Release, _) => "EVENT_END",
+        };
+        let body = Notification {
+            webhook_id,
+            user_id: &b.user_id,
+            message: truncate(&message, MESSAGE_MAX),
+            kind,
+            event_id: &b.id,
+            resource_id: b.resource_id.to_string(),
+            event_type,
+        };
+        Some(NewEntry {
+            kind: Kind::Notification,
+            booking_id: Some(b.id.clone()),
+            body: serde_json::to_string(&body).expect("reports serialize"),
+        })
+    }
+
+    /// The audit-log entry of a delivery and the reply it got.
+    pub fn audit(&self, a: Audit<'_>) -> Option<NewEntry> {
+        if !self.webhook_log {
+            return None;
         }
+        let response = a.reply.json();
+        let body = LogEntry {
+            webhook_id: a.webhook_id,
+            event_type: a.event_type,
+            payload: truncate(a.payload, LOG_TEXT_MAX),
+            status_code: a.reply.code.as_u16(),
+            response: truncate(&response, LOG_TEXT_MAX),
+            success: a.reply.code.is_success(),
+            retry_count: a.retry_count,
+            resource_id: a.resource_id,
+        };
+        Some(NewEntry {
+            kind: Kind::WebhookLog,
+            booking_id: Some(a.booking_id.to_owned()),
+            body: serde_json::to_string(&body).expect("reports serialize"),
+        })
     }
 }
 
@@ -199,17 +162,6 @@ pub fn truncate(text: &str, max: usize) -> &str {
         if units > max {
             return &text[..i];
         }
-    }
-    text
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
     }
     text
 }

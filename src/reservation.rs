@@ -7,11 +7,11 @@
 use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// One booking of one resource, as the reservation system describes it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reservation {
     /// The reservation's id (`eventId` on START/END, `data.id` on DELETED). The same
     /// booking keeps the same id from START to END, so it is the natural key for
@@ -35,7 +35,7 @@ pub struct Reservation {
 }
 
 /// The user who made the booking.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct User {
     /// Identity-provider subject id (`userId`, or `keycloakId` on DELETED).
     pub id: String,
@@ -46,7 +46,7 @@ pub struct User {
 }
 
 /// The booked resource.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Resource {
     pub id: i64,
     /// The resource's name in the reservation system, e.g. `sw1-port-3`.
@@ -58,7 +58,7 @@ pub struct Resource {
 }
 
 /// The site a resource belongs to.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Site {
     pub id: String,
     pub name: Option<String>,
@@ -68,7 +68,7 @@ pub struct Site {
 ///
 /// Values are usually strings (`{"vlan_id":"100"}`); [`Parameters::get`] also reads
 /// numbers and booleans as text, so `"100"` and `100` mean the same.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Parameters {
     values: Map<String, Value>,
     raw: Option<String>,

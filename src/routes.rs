@@ -1,8 +1,10 @@
-//! The HTTP surface: `POST /webhook`, `GET /healthz`, `GET /readyz`, `GET /metrics`.
+//! The HTTP surface: `POST /webhook`, `GET /healthz`, `GET /readyz`, `GET /metrics`, and
+//! `GET /bookings/{id}` ([`admin`](crate::admin)).
 //!
-//! A delivery goes through four gates in order, each with its own status: the body is read
+//! A delivery goes through five gates in order, each with its own status: the body is read
 //! within the size limit (413), its signature is checked on the raw bytes (401), it is
-//! parsed (400), and only then does it reach [`dispatch`](crate::dispatch).
+//! parsed (400), a booking event's signed timestamp must be within `REPLAY_TOLERANCE`
+//! (409), and only then does it reach [`dispatch`](crate::dispatch).
 
 use std::sync::Arc;
 
@@ -24,6 +26,7 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
         .at("/healthz", get(healthz))
         .at("/readyz", get(readyz))
         .at("/metrics", get(metrics))
+        .at("/bookings/:id", get(crate::admin::booking))
         .data(state)
 }
 
@@ -74,14 +77,14 @@ async fn receive(req: &Request, body: Body, state: Arc<AppState>) -> Reply {
         }
     };
 
-    if let Some(keys) = &state.config.keys {
-        if let Err(e) = keys.verify(req.headers(), &bytes) {
-            tracing::warn!(error = %e, "signature refused");
-            return rejected(
-                &state,
-                Reply::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()),
-            );
-        }
+    if let Some(keys) = &state.config.keys
+        && let Err(e) = keys.verify(req.headers(), &bytes)
+    {
+        tracing::warn!(error = %e, "signature refused");
+        return rejected(
+            &state,
+            Reply::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()),
+        );
     }
 
     let delivery = match payload::parse(&bytes, |kind| state.config.handles(kind)) {
@@ -104,8 +107,22 @@ async fn receive(req: &Request, body: Body, state: Arc<AppState>) -> Reply {
             reservation,
             webhook_id,
             start_notified,
-            sent_at: _,
+            sent_at,
         } => {
+            if let Err(reply) =
+                dispatch::check_fresh(sent_at, state.config.replay_tolerance, chrono::Utc::now())
+            {
+                tracing::warn!(message = %reply.body.message, "replay refused");
+                state.metrics.delivery(
+                    match action {
+                        payload::Action::Configure => "EVENT_START",
+                        payload::Action::Release => "EVENT_END",
+                        payload::Action::ReleaseIfActive => "EVENT_DELETED",
+                    },
+                    reply.body.status,
+                );
+                return reply.for_event(&reservation.event_id);
+            }
             let span = tracing::Span::current();
             span.record("event_id", reservation.event_id.as_str());
             span.record("resource_id", reservation.resource.id);
@@ -168,8 +185,13 @@ async fn readyz(Data(state): Data<&Arc<AppState>>) -> Reply {
 }
 
 #[handler]
-fn metrics(Data(state): Data<&Arc<AppState>>) -> poem::Response {
+async fn metrics(Data(state): Data<&Arc<AppState>>) -> poem::Response {
+    let (active, backlog) =
+        tokio::join!(state.store.active_bookings(), state.store.outbox_backlog());
+    if let Err(e) = active.as_ref().and(backlog.as_ref()) {
+        tracing::warn!(error = %e, "gauges not updated: the ledger is unavailable");
+    }
     poem::Response::builder()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
-        .body(state.metrics.encode(state.ledger.active()))
+        .body(state.metrics.encode(active.ok(), backlog.ok()))
 }

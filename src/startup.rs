@@ -1,27 +1,34 @@
-//! Builds the application from its settings and a manager, binds, and serves until told to stop.
+//! Builds the application from its settings and a manager: opens the ledger, binds, starts
+//! the reconciler and the outbox, serves until told to stop, and shuts down in order.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use anyhow::Context as _;
 use poem::Server;
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
+use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
-use crate::ledger::Ledger;
+use crate::config::{Config, LedgerConfig};
+use crate::ledger::{self, Store};
 use crate::manager::ResourceManager;
 use crate::metrics::Metrics;
-use crate::report::Reporter;
+use crate::outbox::Outbox;
+use crate::reconcile::Reconciler;
+use crate::report::Reports;
 use crate::routes::routes;
 
 /// What every request handler shares.
 pub struct AppState {
     pub config: Config,
     pub manager: Arc<dyn ResourceManager>,
-    pub ledger: Ledger,
-    pub reporter: Reporter,
+    pub store: Arc<dyn Store>,
+    pub reconciler: Arc<Reconciler>,
+    pub outbox: Arc<Outbox>,
+    pub reports: Reports,
     pub metrics: Metrics,
-    /// Booking work in flight; shutdown waits for it.
+    /// Deliveries in flight; shutdown waits for them.
     pub tasks: TaskTracker,
 }
 
@@ -32,13 +39,38 @@ pub struct Application {
     state: Arc<AppState>,
 }
 
+/// This process's name in the ledger's leases: the pod's name where there is one.
+fn owner() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!(
+        "{host}/{}/{:04x}",
+        std::process::id(),
+        ledger::random() & 0xffff
+    )
+}
+
 impl Application {
-    /// Binds `config.listen` (port 0 picks a free port) and wires the state.
-    pub async fn build(
-        config: Config,
-        manager: Arc<dyn ResourceManager>,
-    ) -> Result<Self, std::io::Error> {
-        let acceptor = TcpListener::bind(config.listen).into_acceptor().await?;
+    /// Opens the ledger (a clear error if it cannot be), binds `config.listen` (port 0
+    /// picks a free port) and wires the state.
+    pub async fn build(config: Config, manager: Arc<dyn ResourceManager>) -> anyhow::Result<Self> {
+        let store = ledger::open(&config, true).await?;
+        if let LedgerConfig::Embedded { .. } = config.ledger {
+            // This process is the ledger's only user (it holds its lock): work a crash cut
+            // short is resumed now rather than when its lease expires.
+            let resumed = store.drop_leases(None).await?;
+            if resumed > 0 {
+                tracing::warn!(resumed, "resuming bookings a previous run left in progress");
+            }
+        }
+        let acceptor = TcpListener::bind(config.listen)
+            .into_acceptor()
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
         let port = acceptor
             .local_addr()
             .first()
@@ -48,11 +80,28 @@ impl Application {
             tracing::warn!("ALLOW_UNSIGNED is set: events are accepted without a signature");
         }
         let metrics = Metrics::default();
+        let owner = owner();
+        let outbox = Arc::new(Outbox::new(
+            &config,
+            store.clone(),
+            metrics.clone(),
+            owner.clone(),
+        ));
+        let reconciler = Arc::new(Reconciler::new(
+            &config,
+            store.clone(),
+            manager.clone(),
+            metrics.clone(),
+            outbox.clone(),
+            owner,
+        ));
         let state = Arc::new(AppState {
-            reporter: Reporter::new(&config, metrics.clone()),
+            reports: Reports::new(&config),
             config,
             manager,
-            ledger: Ledger::default(),
+            store,
+            reconciler,
+            outbox,
             metrics,
             tasks: TaskTracker::new(),
         });
@@ -68,8 +117,9 @@ impl Application {
         self.port
     }
 
-    /// Serves until `shutdown` completes, then stops accepting, lets in-flight deliveries
-    /// and reports finish within `SHUTDOWN_TIMEOUT`, and returns.
+    /// Serves until `shutdown` completes, then stops accepting and, within
+    /// `SHUTDOWN_TIMEOUT` of the signal, lets deliveries, manager calls and report
+    /// deliveries in flight finish. Work cut short stays in the ledger and resumes.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -81,19 +131,41 @@ impl Application {
             resource_type = %state.config.resource_type,
             "listening"
         );
-        Server::new_with_acceptor(self.acceptor)
+        let reconciling = tokio::spawn(state.reconciler.clone().run());
+        let mut reporting = tokio::spawn(state.outbox.clone().run());
+        let deadline = Arc::new(OnceLock::new());
+        let signalled = deadline.clone();
+        let shutdown = async move {
+            shutdown.await;
+            let _ = signalled.set(Instant::now() + timeout);
+        };
+        let served = Server::new_with_acceptor(self.acceptor)
             .name(env!("CARGO_PKG_NAME"))
             .run_with_graceful_shutdown(routes(state.clone()), shutdown, Some(timeout))
-            .await?;
+            .await;
+        let deadline = *deadline.get_or_init(|| Instant::now() + timeout);
         state.tasks.close();
-        if tokio::time::timeout(timeout, state.tasks.wait())
+        if tokio::time::timeout_at(deadline, state.tasks.wait())
             .await
             .is_err()
         {
-            tracing::error!("booking work still running at the shutdown deadline was cut short");
+            tracing::error!("deliveries still running at the shutdown deadline were cut short");
         }
-        state.reporter.close(timeout).await;
+        state.reconciler.shutdown(deadline).await;
+        let _ = reconciling.await;
+        state.outbox.stop();
+        if tokio::time::timeout_at(deadline, &mut reporting)
+            .await
+            .is_err()
+        {
+            reporting.abort();
+            tracing::warn!("reports still being sent at the shutdown deadline are sent later");
+        }
+        let _ = state
+            .store
+            .drop_leases(Some(state.reconciler.owner()))
+            .await;
         tracing::info!("stopped");
-        Ok(())
+        served
     }
 }

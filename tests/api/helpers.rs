@@ -1,7 +1,9 @@
 //! Starts the real application on a free port and talks to it over HTTP.
 //!
 //! `spawn_app` builds the service exactly as `main` does, but with settings passed in
-//! (never the process environment) and a manager chosen by the test.
+//! (never the process environment), a ledger in a temporary directory, and a manager
+//! chosen by the test. The fixtures were signed on 2026-11-23, so the replay check is off
+//! and bookings are not swept unless a test asks for it.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -44,11 +46,18 @@ pub fn signatures() -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// The `ADMIN_TOKEN` of test apps, for `GET /bookings/{id}`.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
 /// A running application.
 pub struct TestApp {
     pub address: String,
     pub port: u16,
     pub client: reqwest::Client,
+    /// Where its embedded ledger lives.
+    pub data_dir: PathBuf,
+    /// Deleted when the app is dropped, unless the test chose `DATA_DIR` itself.
+    _data_dir: Option<tempfile::TempDir>,
     keys: Keys,
     shutdown: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -69,15 +78,27 @@ pub async fn spawn_app_with(vars: &[(&str, &str)], manager: Arc<dyn ResourceMana
         ("RESOURCE_TYPE".into(), "Switch Port".into()),
         ("WEBHOOK_SECRET".into(), secret.clone()),
         ("SHUTDOWN_TIMEOUT".into(), "10s".into()),
+        ("REPLAY_TOLERANCE".into(), "off".into()),
+        ("RELEASE_GRACE".into(), "3650days".into()),
+        ("ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
     ];
     for (k, v) in vars {
         all.retain(|(name, _)| name != k);
         all.push(((*k).into(), (*v).into()));
     }
+    let temp = match all.iter().find(|(k, _)| k == "DATA_DIR") {
+        Some(_) => None,
+        None => {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            all.push(("DATA_DIR".into(), dir.path().display().to_string()));
+            Some(dir)
+        }
+    };
+    let data_dir = PathBuf::from(&all.iter().find(|(k, _)| k == "DATA_DIR").unwrap().1);
     let config = Config::from_vars(all).expect("test configuration is valid");
     let app = Application::build(config, manager)
         .await
-        .expect("the app binds a free port");
+        .expect("the app opens its ledger and binds a free port");
     let port = app.port();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async move {
@@ -87,6 +108,8 @@ pub async fn spawn_app_with(vars: &[(&str, &str)], manager: Arc<dyn ResourceMana
         address: format!("http://127.0.0.1:{port}"),
         port,
         client: reqwest::Client::new(),
+        data_dir,
+        _data_dir: temp,
         keys: Keys::new(vec![secret.into_bytes()]),
         shutdown: Some(tx),
         server,
@@ -125,6 +148,36 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// `GET /bookings/{id}` with the admin token: the status code and the body.
+    pub async fn status(&self, id: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .get(format!("{}/bookings/{id}", self.address))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("request sent");
+        let code = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (code, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Waits until booking `id` is settled and returns its status.
+    pub async fn settled(&self, id: &str, within: Duration) -> Value {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let (code, body) = self.status(id).await;
+            if code == 200 && body["settled"] == true {
+                return body;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "booking {id} not settled within {within:?}: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Stops the app as SIGTERM would, and waits until it has finished.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -156,6 +209,8 @@ pub struct RecordingManager {
     calls: Mutex<Vec<Call>>,
     /// When set, every call fails with this (transient?, message).
     failure: Mutex<Option<(bool, String)>>,
+    /// The next calls that fail: (how many, transient?, message).
+    failing: Mutex<Option<(usize, bool, String)>>,
     /// How long each call takes.
     delay: Mutex<Duration>,
     /// Reservations received, in order.
@@ -175,6 +230,11 @@ impl RecordingManager {
         *self.failure.lock().unwrap() = Some((transient, message.to_owned()));
     }
 
+    /// The next `n` calls fail, then calls succeed again.
+    pub fn fail_next(&self, n: usize, transient: bool, message: &str) {
+        *self.failing.lock().unwrap() = Some((n, transient, message.to_owned()));
+    }
+
     pub fn delay_each_call(&self, delay: Duration) {
         *self.delay.lock().unwrap() = delay;
     }
@@ -184,7 +244,17 @@ impl RecordingManager {
         tokio::time::sleep(delay).await;
         self.calls.lock().unwrap().push(call.clone());
         self.reservations.lock().unwrap().push(r.clone());
-        match self.failure.lock().unwrap().clone() {
+        let next = {
+            let mut failing = self.failing.lock().unwrap();
+            match failing.as_mut() {
+                Some((n, transient, m)) if *n > 0 => {
+                    *n -= 1;
+                    Some((*transient, m.clone()))
+                }
+                _ => None,
+            }
+        };
+        match next.or_else(|| self.failure.lock().unwrap().clone()) {
             Some((true, m)) => Err(ManagerError::transient(m)),
             Some((false, m)) => Err(ManagerError::permanent(m)),
             None => Ok(Outcome::new(format!("{call:?} done for {}", r.user.id))),

@@ -100,6 +100,8 @@ async fn the_send_command_signs_built_in_examples_that_the_webhook_accepts() {
         resource_name: "sw1-port-9".into(),
         parameters: r#"{"vlan_id":"300"}"#.into(),
         url: None,
+        wait: false,
+        wait_timeout: Duration::from_secs(5),
     };
 
     webhook::cli::send(&config, args(Example::Start))
@@ -137,6 +139,8 @@ async fn the_send_command_fails_when_the_webhook_refuses() {
         resource_name: "x".into(),
         parameters: "{}".into(),
         url: None,
+        wait: false,
+        wait_timeout: Duration::from_secs(5),
     };
     let err = webhook::cli::send(&config, args).await.unwrap_err();
     assert!(err.to_string().contains("401"), "{err}");

@@ -4,4 +4,8 @@ mod bad_input;
 mod contract;
 mod helpers;
 mod lifecycle;
+mod outbox;
+mod replay;
 mod report;
+mod retries;
+mod status;

@@ -2,6 +2,7 @@
 //! back end: required fields, enum values, length limits (in UTF-16 units, as Java counts),
 //! no unknown fields, and the signature.
 
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,14 +17,19 @@ use crate::helpers::{RecordingManager, fixture, fixture_secret, spawn_app_with};
 
 /// What the fake back end accepted, per endpoint.
 #[derive(Default)]
-struct Received {
-    notifications: Vec<Value>,
-    logs: Vec<Value>,
+pub struct Received {
+    pub notifications: Vec<Value>,
+    pub logs: Vec<Value>,
+    /// Requests answered with `failing`'s status instead.
+    pub refused: usize,
+    /// When non-zero, every request is answered with this status (a back end that is down).
+    pub failing: Arc<AtomicU16>,
 }
 
-struct Backend {
-    url: String,
-    received: Arc<Mutex<Received>>,
+pub struct Backend {
+    pub url: String,
+    pub received: Arc<Mutex<Received>>,
+    failing: Arc<AtomicU16>,
 }
 
 type Shared = (Arc<Mutex<Received>>, Keys);
@@ -61,6 +67,11 @@ fn validate(body: &Map<String, Value>, fields: &[(&str, bool, &str, usize)]) -> 
 }
 
 async fn accept(req: &Request, body: Vec<u8>, shared: &Shared, log: bool) -> (StatusCode, String) {
+    let failing = shared.0.lock().unwrap().failing.load(Ordering::SeqCst);
+    if failing != 0 {
+        shared.0.lock().unwrap().refused += 1;
+        return (StatusCode::from_u16(failing).unwrap(), "down".into());
+    }
     if shared.1.verify(req.headers(), &body).is_err() {
         return (StatusCode::UNAUTHORIZED, "bad signature".into());
     }
@@ -128,8 +139,9 @@ async fn log_endpoint(
     accept(req, body, shared, true).await
 }
 
-async fn start_backend() -> Backend {
+pub async fn start_backend() -> Backend {
     let received = Arc::new(Mutex::new(Received::default()));
+    let failing = received.lock().unwrap().failing.clone();
     let keys = Keys::new(vec![fixture_secret().into_bytes()]);
     let acceptor = TcpListener::bind("127.0.0.1:0")
         .into_acceptor()
@@ -144,11 +156,17 @@ async fn start_backend() -> Backend {
     Backend {
         url: format!("http://127.0.0.1:{port}"),
         received,
+        failing,
     }
 }
 
 impl Backend {
-    fn endpoints(&self) -> Vec<(&'static str, String)> {
+    /// Answers every request with `status` (0: back to normal).
+    pub fn answer_with(&self, status: u16) {
+        self.failing.store(status, Ordering::SeqCst);
+    }
+
+    pub fn endpoints(&self) -> Vec<(&'static str, String)> {
         vec![
             (
                 "NOTIFICATION_ENDPOINT",
@@ -162,7 +180,7 @@ impl Backend {
     }
 
     /// Waits until `n` notifications and `n` log entries have arrived.
-    async fn wait_for(&self, n: usize) -> (Vec<Value>, Vec<Value>) {
+    pub async fn wait_for(&self, n: usize) -> (Vec<Value>, Vec<Value>) {
         for _ in 0..200 {
             {
                 let r = self.received.lock().unwrap();
@@ -180,7 +198,7 @@ impl Backend {
     }
 }
 
-fn vars<'a>(endpoints: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+pub fn vars<'a>(endpoints: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     endpoints.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 

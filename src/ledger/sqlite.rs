@@ -1,0 +1,615 @@
+//! The embedded ledger: one SQLite file, `DATA_DIR/ledger.db`, for a single replica.
+//!
+//! One connection on its own thread takes the calls in order (SQLite writes one transaction
+//! at a time anyway); each step is a `BEGIN IMMEDIATE` transaction, committed with a full
+//! sync so a recorded booking survives a crash or a power cut. While the service runs it
+//! holds `DATA_DIR/ledger.lock`, so a second service on the same file stops at start-up
+//! instead of acting on the same bookings; command-line looks need no lock.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+
+use super::rules::{self, Decision, Neighbours};
+use super::{
+    Attempt, Booking, COLUMNS, Claim, Desired, Entry, EntryState, Event, Finish, Intent, Kind,
+    Millis, NewEntry, Recorded, State, Store, StoreError,
+};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS bookings (
+    id TEXT PRIMARY KEY,
+    resource_id INTEGER NOT NULL,
+    resource_name TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    start_at INTEGER NOT NULL,
+    end_at INTEGER NOT NULL,
+    reservation TEXT NOT NULL,
+    webhook_id TEXT,
+    desired TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    last_error TEXT,
+    error_transient INTEGER NOT NULL,
+    outcome TEXT,
+    next_attempt_at INTEGER,
+    lease_owner TEXT,
+    lease_until INTEGER,
+    execution_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    body TEXT NOT NULL,
+    audit_deferred INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS bookings_due ON bookings (next_attempt_at)
+    WHERE next_attempt_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS bookings_resource ON bookings (resource_id);
+CREATE INDEX IF NOT EXISTS bookings_sweep ON bookings (desired, end_at);
+CREATE TABLE IF NOT EXISTS booking_history (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    booking_id TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    what TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS booking_history_booking ON booking_history (booking_id, seq);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    booking_id TEXT,
+    body TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    last_status TEXT,
+    next_attempt_at INTEGER,
+    lease_owner TEXT,
+    lease_until INTEGER,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at) WHERE state = 'pending';
+";
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// The embedded ledger.
+pub struct Sqlite {
+    jobs: mpsc::Sender<Job>,
+    /// Held while serving: the lock on `ledger.lock`.
+    _lock: Option<File>,
+}
+
+impl Sqlite {
+    /// Opens (creating if needed) `dir/ledger.db`. Every failure names the directory and
+    /// says what it needs, so a misconfigured volume stops the service with a clear message.
+    pub fn open(dir: &Path, serving: bool) -> Result<Self, StoreError> {
+        let problem = |what: &str, path: &Path, e: &dyn std::fmt::Display| {
+            StoreError(format!(
+                "DATA_DIR {}: {what} {}: {e} (DATA_DIR must be a directory this process can \
+                 read and write; or set LEDGER_URL to use PostgreSQL)",
+                dir.display(),
+                path.display()
+            ))
+        };
+        let db = dir.join("ledger.db");
+        let lock = if serving {
+            std::fs::create_dir_all(dir).map_err(|e| problem("cannot create", dir, &e))?;
+            let path = dir.join("ledger.lock");
+            let file = File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(|e| problem("cannot open", &path, &e))?;
+            match file.try_lock() {
+                Ok(()) => Some(file),
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(StoreError(format!(
+                        "DATA_DIR {}: the ledger is in use by another running service; an \
+                         embedded ledger serves one replica (set LEDGER_URL to share a \
+                         PostgreSQL ledger between replicas)",
+                        dir.display()
+                    )));
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(problem("cannot lock", &path, &e));
+                }
+            }
+        } else {
+            if !db.exists() {
+                return Err(problem("no ledger at", &db, &"not found"));
+            }
+            None
+        };
+        let conn = Connection::open(&db)
+            .and_then(|c| {
+                c.busy_timeout(std::time::Duration::from_secs(5))?;
+                c.pragma_update(None, "journal_mode", "WAL")?;
+                c.pragma_update(None, "synchronous", "FULL")?;
+                c.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))?;
+                Ok(c)
+            })
+            .map_err(|e| problem("cannot open the ledger", &db, &e))?;
+        let (jobs, queue) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("ledger".into())
+            .spawn(move || {
+                let mut conn = conn;
+                for job in queue {
+                    job(&mut conn);
+                }
+            })
+            .map_err(|e| StoreError(format!("cannot start the ledger thread: {e}")))?;
+        Ok(Self { jobs, _lock: lock })
+    }
+
+    /// The ledger file in `dir`.
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join("ledger.db")
+    }
+
+    /// Runs `f` on the ledger's connection.
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move |conn| {
+                let _ = tx.send(f(conn));
+            }))
+            .map_err(|_| StoreError("the ledger is closed".into()))?;
+        rx.await
+            .map_err(|_| StoreError("the ledger thread stopped".into()))?
+            .map_err(StoreError::from)
+    }
+
+    /// Runs `f` in a write transaction.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+    }
+}
+
+fn select() -> String {
+    format!("SELECT {} FROM bookings", COLUMNS.join(", "))
+}
+
+fn load(tx: &Connection, id: &str) -> rusqlite::Result<Option<Booking>> {
+    tx.query_row(&format!("{} WHERE id = ?1", select()), [id], booking)
+        .optional()
+}
+
+fn save<T>(tx: &Connection, d: &Decision<T>) -> rusqlite::Result<()> {
+    let b = &d.booking;
+    let placeholders: Vec<String> = (1..=COLUMNS.len()).map(|i| format!("?{i}")).collect();
+    let updates: Vec<String> = COLUMNS[1..]
+        .iter()
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    let sql = format!(
+        "INSERT INTO bookings ({}) VALUES ({}) ON CONFLICT (id) DO UPDATE SET {}",
+        COLUMNS.join(", "),
+        placeholders.join(", "),
+        updates.join(", ")
+    );
+    tx.prepare_cached(&sql)?.execute(params![
+        b.id,
+        b.resource_id,
+        b.resource_name,
+        b.user_id,
+        b.start,
+        b.end,
+        b.reservation,
+        b.webhook_id,
+        b.desired.as_str(),
+        b.state.as_str(),
+        b.attempts,
+        b.last_error,
+        b.error_transient,
+        b.outcome,
+        b.next_attempt_at,
+        b.lease_owner,
+        b.lease_until,
+        b.execution_id,
+        b.event_type,
+        b.body,
+        b.audit_deferred,
+        b.created_at,
+        b.updated_at,
+    ])?;
+    note(tx, &b.id, b.updated_at, &d.history)
+}
+
+fn note(tx: &Connection, id: &str, at: Millis, what: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached("INSERT INTO booking_history (booking_id, at, what) VALUES (?1, ?2, ?3)")?
+        .execute(params![id, at, what])?;
+    Ok(())
+}
+
+fn enqueue(tx: &Connection, entries: &[NewEntry], now: Millis) -> rusqlite::Result<()> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO outbox (kind, booking_id, body, state, attempts, next_attempt_at, \
+         created_at, updated_at) VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4, ?4)",
+    )?;
+    for e in entries {
+        insert.execute(params![e.kind.as_str(), e.booking_id, e.body, now])?;
+    }
+    Ok(())
+}
+
+fn text_enum<T>(row: &Row<'_>, i: usize, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
+    let text: String = row.get(i)?;
+    parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("unknown value {text:?}").into(),
+        )
+    })
+}
+
+fn booking(r: &Row<'_>) -> rusqlite::Result<Booking> {
+    Ok(Booking {
+        id: r.get(0)?,
+        resource_id: r.get(1)?,
+        resource_name: r.get(2)?,
+        user_id: r.get(3)?,
+        start: r.get(4)?,
+        end: r.get(5)?,
+        reservation: r.get(6)?,
+        webhook_id: r.get(7)?,
+        desired: text_enum(r, 8, Desired::parse)?,
+        state: text_enum(r, 9, State::parse)?,
+        attempts: r.get(10)?,
+        last_error: r.get(11)?,
+        error_transient: r.get(12)?,
+        outcome: r.get(13)?,
+        next_attempt_at: r.get(14)?,
+        lease_owner: r.get(15)?,
+        lease_until: r.get(16)?,
+        execution_id: r.get(17)?,
+        event_type: r.get(18)?,
+        body: r.get(19)?,
+        audit_deferred: r.get(20)?,
+        created_at: r.get(21)?,
+        updated_at: r.get(22)?,
+    })
+}
+
+const ENTRY_COLUMNS: &str = "id, kind, booking_id, body, state, attempts, last_status, \
+                             next_attempt_at, created_at, updated_at";
+
+fn entry(r: &Row<'_>) -> rusqlite::Result<Entry> {
+    Ok(Entry {
+        id: r.get(0)?,
+        kind: text_enum(r, 1, Kind::parse)?,
+        booking_id: r.get(2)?,
+        body: r.get(3)?,
+        state: text_enum(r, 4, EntryState::parse)?,
+        attempts: r.get(5)?,
+        last_status: r.get(6)?,
+        next_attempt_at: r.get(7)?,
+        created_at: r.get(8)?,
+        updated_at: r.get(9)?,
+    })
+}
+
+fn neighbours(tx: &Connection, b: &Booking, now: Millis) -> rusqlite::Result<Neighbours> {
+    tx.prepare_cached(
+        "SELECT \
+           EXISTS (SELECT 1 FROM bookings WHERE resource_id = ?1 AND id <> ?2 \
+                   AND lease_until > ?3), \
+           EXISTS (SELECT 1 FROM bookings WHERE resource_id = ?1 AND id <> ?2 \
+                   AND desired = 'released' AND next_attempt_at IS NOT NULL)",
+    )?
+    .query_row(params![b.resource_id, b.id, now], |r| {
+        Ok(Neighbours {
+            leased: r.get(0)?,
+            release_pending: r.get(1)?,
+        })
+    })
+}
+
+#[async_trait]
+impl Store for Sqlite {
+    async fn record(&self, intent: &Intent, now: Millis) -> Result<Recorded, StoreError> {
+        let intent = intent.clone();
+        self.write(move |tx| {
+            let d = rules::record(load(tx, &intent.booking_id)?, &intent, now);
+            save(tx, &d)?;
+            Ok(Recorded {
+                verdict: d.result,
+                booking: d.booking,
+            })
+        })
+        .await
+    }
+
+    async fn claim(
+        &self,
+        id: &str,
+        owner: &str,
+        now: Millis,
+        lease_until: Millis,
+    ) -> Result<Option<Claim>, StoreError> {
+        let (id, owner) = (id.to_owned(), owner.to_owned());
+        self.write(move |tx| {
+            let Some(b) = load(tx, &id)? else {
+                return Ok(None);
+            };
+            let n = neighbours(tx, &b, now)?;
+            let Some(d) = rules::claim(b, n, &owner, now, lease_until) else {
+                return Ok(None);
+            };
+            save(tx, &d)?;
+            Ok(d.result.map(|op| Claim {
+                op,
+                booking: d.booking,
+            }))
+        })
+        .await
+    }
+
+    async fn renew(&self, id: &str, owner: &str, lease_until: Millis) -> Result<bool, StoreError> {
+        let (id, owner) = (id.to_owned(), owner.to_owned());
+        self.write(move |tx| {
+            let n = tx.execute(
+                "UPDATE bookings SET lease_until = ?3 WHERE id = ?1 AND lease_owner = ?2",
+                params![id, owner, lease_until],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn finish(
+        &self,
+        id: &str,
+        owner: &str,
+        finish: &Finish,
+        now: Millis,
+        reports: &[NewEntry],
+        deferred_audit: Option<&NewEntry>,
+    ) -> Result<Option<Booking>, StoreError> {
+        let (id, owner, finish) = (id.to_owned(), owner.to_owned(), finish.clone());
+        let (reports, deferred) = (reports.to_vec(), deferred_audit.cloned());
+        self.write(move |tx| {
+            let Some(b) = load(tx, &id)? else {
+                return Ok(None);
+            };
+            let Some(d) = rules::finish(b, &owner, &finish, now) else {
+                return Ok(None);
+            };
+            save(tx, &d)?;
+            enqueue(tx, &reports, now)?;
+            if let (true, Some(entry)) = (d.result, deferred) {
+                enqueue(tx, &[entry], now)?;
+            }
+            Ok(Some(d.booking))
+        })
+        .await
+    }
+
+    async fn defer(&self, id: &str, now: Millis) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.write(move |tx| {
+            let n = tx.execute(
+                "UPDATE bookings SET audit_deferred = 1, updated_at = ?2 \
+                 WHERE id = ?1 AND next_attempt_at IS NOT NULL",
+                params![id, now],
+            )?;
+            if n == 1 {
+                note(
+                    tx,
+                    &id,
+                    now,
+                    "answered 202: the work goes on in the background",
+                )?;
+            }
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn booking(&self, id: &str) -> Result<Option<Booking>, StoreError> {
+        let id = id.to_owned();
+        self.call(move |c| load(c, &id)).await
+    }
+
+    async fn history(&self, id: &str) -> Result<Vec<Event>, StoreError> {
+        let id = id.to_owned();
+        self.call(move |c| {
+            c.prepare_cached(
+                "SELECT at, what FROM booking_history WHERE booking_id = ?1 ORDER BY seq",
+            )?
+            .query_map([id], |r| {
+                Ok(Event {
+                    at: r.get(0)?,
+                    what: r.get(1)?,
+                })
+            })?
+            .collect()
+        })
+        .await
+    }
+
+    async fn due(&self, now: Millis, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.call(move |c| {
+            c.prepare_cached(
+                "SELECT id FROM bookings WHERE next_attempt_at <= ?1 \
+                 AND (lease_until IS NULL OR lease_until <= ?1) \
+                 ORDER BY desired = 'released' DESC, next_attempt_at LIMIT ?2",
+            )?
+            .query_map(params![now, limit as i64], |r| r.get(0))?
+            .collect()
+        })
+        .await
+    }
+
+    async fn sweep(&self, now: Millis, grace: Millis) -> Result<Vec<String>, StoreError> {
+        self.write(move |tx| {
+            let ids: Vec<String> = tx
+                .prepare_cached(
+                    "SELECT id FROM bookings WHERE desired = 'active' AND end_at + ?2 < ?1 \
+                     AND state <> 'released'",
+                )?
+                .query_map(params![now, grace], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut call = Vec::new();
+            for id in ids {
+                let Some(b) = load(tx, &id)? else { continue };
+                if let Some(d) = rules::sweep(b, now) {
+                    save(tx, &d)?;
+                    if d.result {
+                        call.push(id);
+                    }
+                }
+            }
+            Ok(call)
+        })
+        .await
+    }
+
+    async fn drop_leases(&self, owner: Option<&str>) -> Result<u64, StoreError> {
+        let owner = owner.map(str::to_owned);
+        self.write(move |tx| {
+            let filter = "lease_owner IS NOT NULL AND (?1 IS NULL OR lease_owner = ?1)";
+            let n = tx.execute(
+                &format!(
+                    "UPDATE bookings SET lease_owner = NULL, lease_until = NULL WHERE {filter}"
+                ),
+                params![owner],
+            )?;
+            tx.execute(
+                &format!("UPDATE outbox SET lease_owner = NULL, lease_until = NULL WHERE {filter}"),
+                params![owner],
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn active_bookings(&self) -> Result<u64, StoreError> {
+        self.call(|c| {
+            c.prepare_cached("SELECT COUNT(*) FROM bookings WHERE state = 'active'")?
+                .query_row([], |r| r.get::<_, i64>(0))
+        })
+        .await
+        .map(|n| n as u64)
+    }
+
+    async fn enqueue(&self, entries: &[NewEntry], now: Millis) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let entries = entries.to_vec();
+        self.write(move |tx| enqueue(tx, &entries, now)).await
+    }
+
+    async fn outbox_claim(
+        &self,
+        owner: &str,
+        now: Millis,
+        lease_until: Millis,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let owner = owner.to_owned();
+        self.write(move |tx| {
+            let entries: Vec<Entry> = tx
+                .prepare_cached(&format!(
+                    "SELECT {ENTRY_COLUMNS} FROM outbox WHERE state = 'pending' \
+                     AND next_attempt_at <= ?1 AND (lease_until IS NULL OR lease_until <= ?1) \
+                     ORDER BY next_attempt_at, id LIMIT ?2"
+                ))?
+                .query_map(params![now, limit as i64], entry)?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut lease = tx.prepare_cached(
+                "UPDATE outbox SET lease_owner = ?2, lease_until = ?3 WHERE id = ?1",
+            )?;
+            for e in &entries {
+                lease.execute(params![e.id, owner, lease_until])?;
+            }
+            Ok(entries)
+        })
+        .await
+    }
+
+    async fn outbox_finish(
+        &self,
+        id: i64,
+        owner: &str,
+        attempt: &Attempt,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let (owner, attempt) = (owner.to_owned(), attempt.clone());
+        self.write(move |tx| {
+            let (state, status, next) = match &attempt {
+                Attempt::Delivered { status } => (EntryState::Delivered, status, None),
+                Attempt::Retry { status, at } => (EntryState::Pending, status, Some(*at)),
+                Attempt::Failed { status } => (EntryState::Failed, status, None),
+            };
+            tx.execute(
+                "UPDATE outbox SET state = ?3, attempts = attempts + 1, last_status = ?4, \
+                 next_attempt_at = ?5, lease_owner = NULL, lease_until = NULL, updated_at = ?6 \
+                 WHERE id = ?1 AND lease_owner = ?2",
+                params![id, owner, state.as_str(), status, next, now],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn outbox_list(&self, all: bool, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        self.call(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {ENTRY_COLUMNS} FROM outbox WHERE ?1 OR state <> 'delivered' \
+                 ORDER BY id DESC LIMIT ?2"
+            ))?
+            .query_map(params![all, limit as i64], entry)?
+            .collect()
+        })
+        .await
+    }
+
+    async fn outbox_retry(&self, id: i64, now: Millis) -> Result<Option<bool>, StoreError> {
+        self.write(move |tx| {
+            let state: Option<String> = tx
+                .query_row("SELECT state FROM outbox WHERE id = ?1", [id], |r| r.get(0))
+                .optional()?;
+            match state.as_deref() {
+                None => Ok(None),
+                Some("failed") => {
+                    tx.execute(
+                        "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?2, \
+                         updated_at = ?2 WHERE id = ?1",
+                        params![id, now],
+                    )?;
+                    Ok(Some(true))
+                }
+                Some(_) => Ok(Some(false)),
+            }
+        })
+        .await
+    }
+
+    async fn outbox_backlog(&self) -> Result<u64, StoreError> {
+        self.call(|c| {
+            c.prepare_cached("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")?
+                .query_row([], |r| r.get::<_, i64>(0))
+        })
+        .await
+        .map(|n| n as u64)
+    }
+}

@@ -1,0 +1,190 @@
+//! Delivers the reports stored in the ledger's outbox: signed like inbound events, retried
+//! with exponential backoff and jitter while the back end is down or failing, and marked
+//! delivered on its first 2xx so none is sent twice.
+//!
+//! An entry is leased while it is being sent, so replicas sharing a ledger never send the
+//! same one. A 4xx other than 408 and 429 will not change by trying again: the entry is
+//! marked failed at once; other failures are retried up to [`MAX_ATTEMPTS`] times, then
+//! marked failed too. `outbox list` shows every entry's attempts and last status, and
+//! `outbox retry <id>` makes a failed one pending again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Endpoint};
+use crate::ledger::{self, Attempt, Entry, Kind, Store};
+use crate::metrics::Metrics;
+use crate::reconcile::backoff;
+use crate::report::truncate;
+use crate::signature::{Keys, SIGNATURE_HEADER};
+
+/// Attempts before an entry is marked failed: with backoff capped at ten minutes, a back
+/// end may be down for about four hours without losing a report.
+pub const MAX_ATTEMPTS: u32 = 30;
+/// How long a replica may take to send a batch before another may take it over.
+const LEASE: Duration = Duration::from_secs(60);
+/// Entries sent at once.
+const BATCH: usize = 16;
+
+/// The outbox's sender; one per process.
+pub struct Outbox {
+    store: Arc<dyn Store>,
+    client: reqwest::Client,
+    notification: Option<Endpoint>,
+    webhook_log: Option<Endpoint>,
+    keys: Option<Keys>,
+    metrics: Metrics,
+    owner: String,
+    backoff: Duration,
+    wake: Notify,
+    stop: CancellationToken,
+}
+
+impl Outbox {
+    pub fn new(config: &Config, store: Arc<dyn Store>, metrics: Metrics, owner: String) -> Self {
+        Self {
+            store,
+            client: reqwest::Client::builder()
+                .user_agent(concat!(
+                    env!("CARGO_PKG_NAME"),
+                    "/",
+                    env!("CARGO_PKG_VERSION")
+                ))
+                .build()
+                .expect("the HTTP client's TLS set-up is static"),
+            notification: config.notification.clone(),
+            webhook_log: config.webhook_log.clone(),
+            keys: config.keys.clone(),
+            metrics,
+            owner,
+            backoff: config.retry_backoff,
+            wake: Notify::new(),
+            stop: CancellationToken::new(),
+        }
+    }
+
+    /// Something was stored: look now instead of at the next poll.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Stops taking entries; the batch being sent is finished by [`Outbox::run`].
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Sends due entries until stopped.
+    pub async fn run(self: Arc<Self>) {
+        let poll = self.backoff.min(Duration::from_secs(1));
+        while !self.stop.is_cancelled() {
+            let now = ledger::now();
+            let lease_until = now + LEASE.as_millis() as i64;
+            match self
+                .store
+                .outbox_claim(&self.owner, now, lease_until, BATCH)
+                .await
+            {
+                Ok(entries) if !entries.is_empty() => {
+                    let mut batch = tokio::task::JoinSet::new();
+                    for entry in entries {
+                        let this = self.clone();
+                        batch.spawn(async move { this.send(entry).await });
+                    }
+                    while batch.join_next().await.is_some() {}
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot read the outbox"),
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(poll) => {}
+                _ = self.stop.cancelled() => {}
+            }
+        }
+    }
+
+    async fn send(&self, entry: Entry) {
+        let (name, endpoint, variable) = match entry.kind {
+            Kind::Notification => ("notification", &self.notification, "NOTIFICATION_ENDPOINT"),
+            Kind::WebhookLog => ("webhook_log", &self.webhook_log, "WEBHOOK_LOG_ENDPOINT"),
+        };
+        let attempt = match endpoint {
+            None => Attempt::Failed {
+                status: format!("{variable} is not set"),
+            },
+            Some(endpoint) => {
+                let result = self.post(endpoint, entry.body.as_bytes()).await;
+                self.metrics.report(name, result.is_ok());
+                self.judge(&entry, result)
+            }
+        };
+        if let Attempt::Failed { status } | Attempt::Retry { status, .. } = &attempt {
+            tracing::warn!(
+                outbox.id = entry.id,
+                endpoint = name,
+                attempt = entry.attempts + 1,
+                error = %status,
+                "report back failed"
+            );
+        }
+        if let Err(e) = self
+            .store
+            .outbox_finish(entry.id, &self.owner, &attempt, ledger::now())
+            .await
+        {
+            tracing::error!(outbox.id = entry.id, error = %e, "cannot record a report's delivery");
+        }
+    }
+
+    /// Decides what a delivery attempt's result means for the entry.
+    fn judge(&self, entry: &Entry, result: Result<String, (bool, String)>) -> Attempt {
+        match result {
+            Ok(status) => Attempt::Delivered { status },
+            Err((false, status)) => Attempt::Failed { status },
+            Err((true, status)) if entry.attempts + 1 >= MAX_ATTEMPTS => Attempt::Failed {
+                status: format!("{status} (gave up after {MAX_ATTEMPTS} attempts)"),
+            },
+            Err((true, status)) => Attempt::Retry {
+                status,
+                at: ledger::now() + backoff(self.backoff, entry.attempts + 1).as_millis() as i64,
+            },
+        }
+    }
+
+    /// Posts a body; `Err((retryable, status))` unless the answer was 2xx.
+    async fn post(&self, endpoint: &Endpoint, body: &[u8]) -> Result<String, (bool, String)> {
+        let mut request = self
+            .client
+            .post(endpoint.url.clone())
+            .timeout(endpoint.timeout)
+            .header("content-type", "application/json");
+        if let Some(keys) = &self.keys {
+            request = request.header(SIGNATURE_HEADER, keys.sign(body));
+        }
+        match request.body(body.to_vec()).send().await {
+            Ok(response) if response.status().is_success() => Ok(response.status().to_string()),
+            Ok(response) => {
+                let status = response.status();
+                let retryable = status.is_server_error() || matches!(status.as_u16(), 408 | 429);
+                let text = response.text().await.unwrap_or_default();
+                Err((retryable, format!("{status}: {}", truncate(&text, 200))))
+            }
+            Err(e) => Err((true, error_chain(&e))),
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

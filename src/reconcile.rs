@@ -1,0 +1,379 @@
+//! Drives each booking's actual state to its desired state, kube-rs style: claim it (a
+//! lease in the ledger), call the manager, record the result; retry transient errors with
+//! exponential backoff and jitter; release bookings whose END never came (the sweeper); and
+//! resume, at start-up, work a crash cut short.
+//!
+//! A delivery [kicks](Reconciler::kick) its booking at once; a loop also polls the ledger
+//! for due work (retries, bookings another replica left, bookings a neighbour on the same
+//! resource held back), so nothing depends on the process that recorded it staying alive.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::ledger::{self, Booking, Claim, Finish, Op, Store};
+use crate::manager::ResourceManager;
+use crate::metrics::Metrics;
+use crate::outbox::Outbox;
+use crate::report::{Audit, Reports};
+use crate::reservation::Reservation;
+
+/// How long a claim holds a booking; renewed every third of it while the call runs, so a
+/// crashed replica's bookings are taken over within this time.
+pub const LEASE: Duration = Duration::from_secs(30);
+/// How often the ledger is polled for due work when nothing wakes the loop earlier.
+const POLL: Duration = Duration::from_secs(1);
+/// Manager calls running at once in this process; more wait for a slot.
+const MAX_CONCURRENT_CALLS: usize = 64;
+/// The longest wait between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(600);
+
+/// The wait before attempt `attempt + 1`: `base` doubled per attempt, capped, plus up to
+/// half again as jitter so that retries of many bookings spread out.
+pub fn backoff(base: Duration, attempt: u32) -> Duration {
+    let exp = base
+        .saturating_mul(1 << attempt.saturating_sub(1).min(20))
+        .min(MAX_BACKOFF);
+    let jitter_ms = (exp.as_millis() as u64 / 2).max(1);
+    exp + Duration::from_millis(ledger::random() % jitter_ms)
+}
+
+/// Wakes the deliveries waiting for one booking.
+#[derive(Default)]
+pub struct Signals(Mutex<HashMap<String, Weak<Notify>>>);
+
+impl Signals {
+    /// The signal of booking `id`, shared by everyone waiting for it.
+    pub fn subscribe(&self, id: &str) -> Arc<Notify> {
+        let mut map = self.0.lock().expect("signals lock");
+        if let Some(n) = map.get(id).and_then(Weak::upgrade) {
+            return n;
+        }
+        if map.len() > 1024 {
+            map.retain(|_, w| w.strong_count() > 0);
+        }
+        let n = Arc::new(Notify::new());
+        map.insert(id.to_owned(), Arc::downgrade(&n));
+        n
+    }
+
+    fn notify(&self, id: &str) {
+        let n = self
+            .0
+            .lock()
+            .expect("signals lock")
+            .get(id)
+            .and_then(Weak::upgrade);
+        if let Some(n) = n {
+            n.notify_waiters();
+        }
+    }
+}
+
+/// The reconciler of this process.
+pub struct Reconciler {
+    store: Arc<dyn Store>,
+    manager: Arc<dyn ResourceManager>,
+    metrics: Metrics,
+    reports: Reports,
+    outbox: Arc<Outbox>,
+    /// This process's name in leases.
+    owner: String,
+    max_attempts: u32,
+    retry_backoff: Duration,
+    release_grace: Duration,
+    pub signals: Signals,
+    wake: Notify,
+    /// Bookings with a task here; `true` when it was kicked again meanwhile.
+    running: Mutex<HashMap<String, bool>>,
+    tasks: TaskTracker,
+    /// No new claims once cancelled.
+    stop: CancellationToken,
+    /// Cuts running calls short once cancelled (the shutdown deadline passed).
+    abort: CancellationToken,
+    slots: Semaphore,
+}
+
+impl Reconciler {
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn Store>,
+        manager: Arc<dyn ResourceManager>,
+        metrics: Metrics,
+        outbox: Arc<Outbox>,
+        owner: String,
+    ) -> Self {
+        Self {
+            store,
+            manager,
+            metrics,
+            reports: Reports::new(config),
+            outbox,
+            owner,
+            max_attempts: config.max_attempts,
+            retry_backoff: config.retry_backoff,
+            release_grace: config.release_grace,
+            signals: Signals::default(),
+            wake: Notify::new(),
+            running: Mutex::new(HashMap::new()),
+            tasks: TaskTracker::new(),
+            stop: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            slots: Semaphore::new(MAX_CONCURRENT_CALLS),
+        }
+    }
+
+    /// This process's name in leases.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// Reconciles booking `id` now, in the background.
+    pub fn kick(self: &Arc<Self>, id: &str) {
+        if self.stop.is_cancelled() {
+            return;
+        }
+        {
+            let mut running = self.running.lock().expect("running lock");
+            if let Some(again) = running.get_mut(id) {
+                *again = true;
+                return;
+            }
+            running.insert(id.to_owned(), false);
+        }
+        let this = self.clone();
+        let id = id.to_owned();
+        self.tasks.spawn(async move { this.reconcile(id).await });
+    }
+
+    /// Polls for due work and sweeps ended bookings until stopped.
+    pub async fn run(self: Arc<Self>) {
+        let grace = self.release_grace.as_millis() as i64;
+        let sweep_every =
+            (self.release_grace.min(Duration::from_secs(60)) / 2).max(Duration::from_millis(100));
+        let mut last_sweep: Option<Instant> = None;
+        while !self.stop.is_cancelled() {
+            if last_sweep.is_none_or(|t| t.elapsed() >= sweep_every) {
+                last_sweep = Some(Instant::now());
+                match self.store.sweep(ledger::now(), grace).await {
+                    Ok(ids) => {
+                        for id in ids {
+                            tracing::warn!(booking = %id, "releasing a booking whose end passed without END or DELETED");
+                            self.kick(&id);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "sweep failed"),
+                }
+            }
+            match self.store.due(ledger::now(), 256).await {
+                Ok(ids) => ids.iter().for_each(|id| self.kick(id)),
+                Err(e) => tracing::warn!(error = %e, "cannot read due bookings"),
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(POLL.min(sweep_every)) => {}
+                _ = self.stop.cancelled() => {}
+            }
+        }
+    }
+
+    /// Stops claiming, lets running calls finish until `deadline`, then cuts the rest short
+    /// and gives up this process's leases so their bookings resume at once elsewhere or at
+    /// the next start (they stay configuring/releasing).
+    pub async fn shutdown(&self, deadline: tokio::time::Instant) {
+        self.stop.cancel();
+        self.tasks.close();
+        if tokio::time::timeout_at(deadline, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                running = self.tasks.len(),
+                "manager calls still running at the shutdown deadline were cut short; they resume at the next start"
+            );
+            self.abort.cancel();
+            self.tasks.wait().await;
+        }
+        if let Err(e) = self.store.drop_leases(Some(&self.owner)).await {
+            tracing::error!(error = %e, "cannot give up leases; they expire in {LEASE:?}");
+        }
+    }
+
+    async fn reconcile(self: Arc<Self>, id: String) {
+        loop {
+            let claimed = if self.stop.is_cancelled() {
+                Ok(None)
+            } else {
+                let _slot = self.slots.acquire().await.expect("never closed");
+                let now = ledger::now();
+                match self
+                    .store
+                    .claim(&id, &self.owner, now, now + LEASE.as_millis() as i64)
+                    .await
+                {
+                    Ok(Some(claim)) => {
+                        let finished = self.call(claim).await;
+                        self.signals.notify(&id);
+                        // Another booking of the resource may have waited for this one.
+                        self.wake.notify_one();
+                        if !finished {
+                            break;
+                        }
+                        continue;
+                    }
+                    other => other,
+                }
+            };
+            if let Err(e) = claimed {
+                tracing::warn!(booking = %id, error = %e, "cannot claim; the poll retries");
+            }
+            // Settled without a call, or nothing to do: wake waiters, and stop unless
+            // kicked again meanwhile.
+            self.signals.notify(&id);
+            let mut running = self.running.lock().expect("running lock");
+            if running.get(&id) == Some(&true) && !self.stop.is_cancelled() {
+                running.insert(id.clone(), false);
+                continue;
+            }
+            running.remove(&id);
+            return;
+        }
+        self.running.lock().expect("running lock").remove(&id);
+    }
+
+    /// Makes the claimed call and records its result; `false` if it was cut short.
+    async fn call(&self, claim: Claim) -> bool {
+        let Claim { op, booking: b } = claim;
+        let span = tracing::info_span!(
+            "reconcile",
+            booking = %b.id,
+            operation = op.as_str(),
+            attempt = b.attempts,
+            execution_id = %b.execution_id,
+        );
+        async {
+            let started = Instant::now();
+            let result = match serde_json::from_str::<Reservation>(&b.reservation) {
+                Ok(r) => {
+                    let call = async {
+                        match op {
+                            Op::Configure => self.manager.configure(&r).await,
+                            Op::Release => self.manager.release(&r).await,
+                        }
+                    };
+                    tokio::select! {
+                        result = self.with_lease(&b.id, call) => result,
+                        _ = self.abort.cancelled() => return false,
+                    }
+                }
+                Err(e) => Err(crate::manager::ManagerError::permanent(format!(
+                    "the ledger's copy of booking {} cannot be read: {e}",
+                    b.id
+                ))),
+            };
+            self.metrics.call(op.as_str(), started, result.is_ok());
+            let finish = match result {
+                Ok(outcome) => {
+                    tracing::info!("{} succeeded", op.as_str());
+                    Finish::Done {
+                        outcome: outcome.message,
+                    }
+                }
+                Err(e) => {
+                    let transient = e.is_transient();
+                    tracing::error!(
+                        error.message = %e,
+                        error.cause_chain = ?std::error::Error::source(&e),
+                        transient,
+                        "{} failed", op.as_str()
+                    );
+                    if transient && b.attempts < self.max_attempts {
+                        self.metrics.retry(op.as_str());
+                        let wait = backoff(self.retry_backoff, b.attempts);
+                        Finish::Retry {
+                            error: e.message().to_owned(),
+                            at: ledger::now() + wait.as_millis() as i64,
+                        }
+                    } else {
+                        Finish::Failed {
+                            error: e.message().to_owned(),
+                            transient,
+                        }
+                    }
+                }
+            };
+            self.record(&b, op, &finish).await;
+            true
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Records a call's result, with the user's notification and, if the delivery was
+    /// answered 202, its audit entry.
+    async fn record(&self, b: &Booking, op: Op, finish: &Finish) {
+        let reports: Vec<_> = self.reports.result(b, op, finish).into_iter().collect();
+        let reply = crate::dispatch::final_reply(&b.id, op, finish);
+        let deferred = b.webhook_id.as_deref().and_then(|webhook_id| {
+            self.reports.audit(Audit {
+                webhook_id,
+                event_type: &b.event_type,
+                booking_id: &b.id,
+                resource_id: b.resource_id,
+                payload: &b.body,
+                reply: &reply,
+                retry_count: b.attempts.saturating_sub(1),
+            })
+        });
+        let recorded = self
+            .store
+            .finish(
+                &b.id,
+                &self.owner,
+                finish,
+                ledger::now(),
+                &reports,
+                deferred.as_ref().filter(|_| finish.is_final()),
+            )
+            .await;
+        match recorded {
+            Ok(Some(_)) => {
+                if !reports.is_empty() || deferred.is_some() {
+                    self.outbox.wake();
+                }
+            }
+            Ok(None) => tracing::error!(
+                "the lease was lost during the call (it outlasted {LEASE:?} without renewal): result not recorded; the booking is retried"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record the result; the booking is retried when its lease expires")
+            }
+        }
+    }
+
+    /// Runs `call`, renewing the booking's lease while it runs.
+    async fn with_lease<T>(&self, id: &str, call: impl Future<Output = T>) -> T {
+        let mut call = std::pin::pin!(call);
+        let mut renew = tokio::time::interval(LEASE / 3);
+        renew.tick().await;
+        loop {
+            tokio::select! {
+                result = &mut call => return result,
+                _ = renew.tick() => {
+                    let until = ledger::now() + LEASE.as_millis() as i64;
+                    match self.store.renew(id, &self.owner, until).await {
+                        Ok(true) => {}
+                        Ok(false) => tracing::error!("lease lost: another replica may take the booking over"),
+                        Err(e) => tracing::warn!(error = %e, "cannot renew the lease"),
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! The report outbox: reports outlive a back end that is down, are delivered once, and a
+//! refused one can be retried by hand.
+
+use std::time::Duration;
+
+use webhook::cli::OutboxCommand;
+use webhook::config::Config;
+use webhook::ledger::EntryState;
+
+use crate::helpers::{RecordingManager, TestApp, fixture, spawn_app_with};
+use crate::report::{Backend, start_backend, vars};
+
+fn start_of(id: &str) -> Vec<u8> {
+    String::from_utf8(fixture("event_start.json"))
+        .unwrap()
+        .replace("\"eventId\":\"103\"", &format!("\"eventId\":\"{id}\""))
+        .into_bytes()
+}
+
+/// The settings the `outbox` command would read next to `app`.
+fn cli_config(app: &TestApp) -> Config {
+    Config::from_vars([
+        ("WEBHOOK_SECRET", "s".to_owned()),
+        ("DATA_DIR", app.data_dir.display().to_string()),
+    ])
+    .unwrap()
+}
+
+async fn app_reporting_to(backend: &Backend) -> TestApp {
+    let endpoints = backend.endpoints();
+    let mut settings = vars(&endpoints);
+    settings.push(("RETRY_BACKOFF", "100ms"));
+    spawn_app_with(&settings, RecordingManager::new()).await
+}
+
+#[tokio::test]
+async fn reports_made_while_the_back_end_is_down_arrive_once_it_is_back_none_lost_none_twice() {
+    // Arrange: the back end answers 503 to everything.
+    let backend = start_backend().await;
+    backend.answer_with(503);
+    let app = app_reporting_to(&backend).await;
+
+    // Act: three bookings start while it is down; it comes back a while later.
+    for id in ["201", "202", "203"] {
+        assert_eq!(app.post_webhook(&start_of(id)).await.status(), 200);
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let refused = backend.received.lock().unwrap().refused;
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    backend.answer_with(0);
+
+    // Assert: each was tried more than once, all six arrive, and no more after.
+    assert!(refused >= 12, "only {refused} attempts while down");
+    assert!(metrics.contains("webhook_outbox_backlog 6"), "{metrics}");
+    let (notifications, logs) = backend.wait_for(3).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let counts = {
+        let r = backend.received.lock().unwrap();
+        (r.notifications.len(), r.logs.len())
+    };
+    assert_eq!(counts, (3, 3));
+    let mut ids: Vec<_> = notifications
+        .iter()
+        .map(|n| n["eventId"].to_string())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["\"201\"", "\"202\"", "\"203\""]);
+    assert_eq!(logs.len(), 3);
+    let store = webhook::ledger::open(&cli_config(&app), false)
+        .await
+        .unwrap();
+    let entries = store.outbox_list(true, 100).await.unwrap();
+    assert_eq!(entries.len(), 6);
+    for e in entries {
+        assert_eq!(e.state, EntryState::Delivered, "{e:?}");
+        assert!(e.attempts >= 2, "{e:?}");
+        assert_eq!(e.last_status.as_deref(), Some("200 OK"));
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_report_the_back_end_refuses_is_marked_failed_and_can_be_retried_by_hand() {
+    // Arrange: the back end refuses with 400, which retrying does not change.
+    let backend = start_backend().await;
+    backend.answer_with(400);
+    let app = app_reporting_to(&backend).await;
+    app.post_webhook(&fixture("event_start.json")).await;
+    let config = cli_config(&app);
+    let store = webhook::ledger::open(&config, false).await.unwrap();
+    let mut failed = Vec::new();
+    for _ in 0..100 {
+        failed = store.outbox_list(false, 10).await.unwrap();
+        if failed.len() == 2 && failed.iter().all(|e| e.state == EntryState::Failed) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    for e in &failed {
+        assert_eq!(e.state, EntryState::Failed);
+        assert_eq!(e.attempts, 1);
+        assert_eq!(e.last_status.as_deref(), Some("400 Bad Request: down"));
+    }
+
+    // Act: the back end is fixed and an operator retries both.
+    backend.answer_with(0);
+    for e in &failed {
+        webhook::cli::outbox(&config, OutboxCommand::Retry { id: e.id })
+            .await
+            .unwrap();
+    }
+
+    // Assert
+    backend.wait_for(1).await;
+    let err = webhook::cli::outbox(&config, OutboxCommand::Retry { id: 999 })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no report 999"), "{err}");
+    webhook::cli::outbox(
+        &config,
+        OutboxCommand::List {
+            all: true,
+            limit: 10,
+        },
+    )
+    .await
+    .unwrap();
+    app.stop().await;
+}

@@ -8,3 +8,15 @@ mod helpers;
 
 #[allow(dead_code)]
 mod backends;
+
+#[cfg(feature = "postgres")]
+mod postgres_database;
+
+#[cfg(feature = "redis")]
+mod api_key;
+
+#[cfg(feature = "docker")]
+mod container;
+
+#[cfg(feature = "ovs")]
+mod switch_port;

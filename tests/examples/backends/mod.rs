@@ -5,6 +5,15 @@
 use std::net::TcpListener;
 use std::path::Path;
 
+#[cfg(feature = "docker")]
+pub mod docker;
+#[cfg(feature = "ovs")]
+pub mod ovs;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
+
 /// Installs every backend the examples need.
 pub const INSTALL: &str = "scripts/install-backends.sh";
 

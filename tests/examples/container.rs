@@ -1,0 +1,405 @@
+//! `examples/container.rs` against real engines: every scenario runs once on dockerd and
+//! once on Podman's Docker-compatible service, and checks the containers from outside,
+//! through the engine's API and the `docker` command line.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::query_parameters::StopContainerOptionsBuilder;
+use chrono::{TimeZone, Utc};
+use serde_json::Value;
+use webhook::manager::ResourceManager;
+use webhook::reservation::{Parameters, Reservation, Resource, User};
+
+use crate::backends::docker::{Engine, IMAGE};
+use crate::helpers::{fixture, json, spawn_app_with};
+
+#[allow(dead_code)]
+#[path = "../../examples/container.rs"]
+mod example;
+
+use example::{BOOKING_LABEL, Container, ContainerSettings, USER_LABEL, container_name};
+
+const MIB: i64 = 1 << 20;
+const SSH_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHk0bWlkZGxlT2ZUaGVSb2FkRXhhbXBsZUtleTEy alice@laptop";
+
+/// Runs each scenario as a test on dockerd and as a test on Podman.
+macro_rules! on_each_engine {
+    ($($scenario:ident),* $(,)?) => {
+        mod dockerd {
+            $(#[tokio::test]
+            async fn $scenario() {
+                super::$scenario(super::Engine::dockerd()).await
+            })*
+        }
+        mod podman {
+            $(#[tokio::test]
+            async fn $scenario() {
+                super::$scenario(super::Engine::podman()).await
+            })*
+        }
+    };
+}
+
+on_each_engine!(
+    a_booking_gets_a_running_container_that_release_removes_with_its_volume,
+    a_second_configure_starts_the_bookings_stopped_container_again,
+    requests_beyond_the_offer_are_refused_and_create_nothing,
+    the_webhook_starts_a_container_on_start_and_removes_it_on_end,
+);
+
+/// The test image offered, at most 256 MiB and one CPU, no network.
+fn settings(engine: &Engine) -> ContainerSettings {
+    ContainerSettings {
+        docker_host: Some(engine.host.clone()),
+        images: vec![IMAGE.into()],
+        default_image: IMAGE.into(),
+        max_memory: 256 * MIB,
+        max_cpus: 1.0,
+        network: Some("none".into()),
+        // The image's `sleep` ignores SIGTERM as PID 1: keep the wait for it short.
+        stop_timeout: Duration::from_secs(1),
+    }
+}
+
+/// A booking id no other test uses on the same engine.
+fn id(engine: &Engine, test: &str) -> String {
+    format!("{:?}-{test}", engine.kind).to_lowercase()
+}
+
+fn booking(id: &str, parameters: &[(&str, &str)]) -> Reservation {
+    Reservation {
+        event_id: id.into(),
+        user: User {
+            id: "user-1".into(),
+            username: Some("alice".into()),
+            email: None,
+            ssh_public_key: Some(SSH_KEY.into()),
+        },
+        resource: Resource {
+            id: 7,
+            name: "container".into(),
+            kind: "Container".into(),
+            specs: None,
+            location: None,
+        },
+        site: None,
+        title: None,
+        description: None,
+        start: Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap(),
+        end: Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap(),
+        parameters: Parameters::from_pairs(parameters.iter().copied()),
+    }
+}
+
+/// Whether the engine knows a container of that name.
+async fn exists(engine: &Engine, name: &str) -> bool {
+    engine
+        .client()
+        .await
+        .inspect_container(name, None)
+        .await
+        .is_ok()
+}
+
+async fn a_booking_gets_a_running_container_that_release_removes_with_its_volume(
+    engine: Arc<Engine>,
+) {
+    // Arrange
+    let docker = engine.client().await;
+    let manager = Container::new(settings(&engine)).unwrap();
+    let booking = booking(
+        &id(&engine, "lifecycle"),
+        &[("memory", "64m"), ("cpus", "0.5")],
+    );
+    let name = container_name(&booking.event_id);
+
+    // Act: configure
+    let outcome = manager.configure(&booking).await.unwrap();
+
+    // Assert: running, with the limits, labels and key asked for
+    let container = docker.inspect_container(&name, None).await.unwrap();
+    assert_eq!(container.state.unwrap().running, Some(true));
+    let host = container.host_config.unwrap();
+    assert_eq!(host.memory, Some(64 * MIB));
+    assert_eq!(host.nano_cpus, Some(500_000_000));
+    let config = container.config.unwrap();
+    let labels = config.labels.unwrap();
+    assert_eq!(labels[BOOKING_LABEL], booking.event_id);
+    assert_eq!(labels[USER_LABEL], "user-1");
+    let printed = engine.cli(&["exec", &name, "sh", "-c", "echo \"$SSH_PUBLIC_KEY\""]);
+    assert_eq!(
+        String::from_utf8_lossy(&printed.stdout).trim(),
+        SSH_KEY,
+        "{}",
+        String::from_utf8_lossy(&printed.stderr)
+    );
+    assert_eq!(
+        outcome.message,
+        format!(
+            "Your container {name} is running until 2026-11-23 12:00 UTC: image {IMAGE}, \
+             memory 64 MiB, CPU limit 0.5. It has no network address of its own. \
+             Your SSH public key is in its SSH_PUBLIC_KEY variable."
+        )
+    );
+    let volume = container
+        .mounts
+        .unwrap()
+        .into_iter()
+        .find(|m| m.destination.as_deref() == Some("/data"))
+        .and_then(|m| m.name)
+        .expect("the image's anonymous volume");
+
+    // Act: configure again
+    manager.configure(&booking).await.unwrap();
+
+    // Assert: the same container, still running
+    let again = docker.inspect_container(&name, None).await.unwrap();
+    assert_eq!(again.id, container.id);
+    assert_eq!(again.state.unwrap().running, Some(true));
+
+    // Act: release
+    let outcome = manager.release(&booking).await.unwrap();
+
+    // Assert: the container and its volume are gone
+    assert_eq!(
+        outcome.message,
+        format!("Your container {name} has been removed.")
+    );
+    assert!(!exists(&engine, &name).await);
+    assert!(
+        docker.inspect_volume(&volume).await.is_err(),
+        "{volume} is left"
+    );
+
+    // Act: release again
+    let outcome = manager.release(&booking).await.unwrap();
+
+    // Assert
+    assert_eq!(outcome.message, format!("Your container {name} is gone."));
+}
+
+async fn a_second_configure_starts_the_bookings_stopped_container_again(engine: Arc<Engine>) {
+    // Arrange: a configured container that someone stopped
+    let docker = engine.client().await;
+    let manager = Container::new(settings(&engine)).unwrap();
+    let booking = booking(&id(&engine, "restart"), &[]);
+    let name = container_name(&booking.event_id);
+    manager.configure(&booking).await.unwrap();
+    let stop = StopContainerOptionsBuilder::new().t(0).build();
+    docker.stop_container(&name, Some(stop)).await.unwrap();
+
+    // Act
+    let outcome = manager.configure(&booking).await.unwrap();
+
+    // Assert: running again, with the defaults (the maxima)
+    let container = docker.inspect_container(&name, None).await.unwrap();
+    assert_eq!(container.state.unwrap().running, Some(true));
+    assert!(
+        outcome.message.contains("memory 256 MiB, CPU limit 1."),
+        "{}",
+        outcome.message
+    );
+    manager.release(&booking).await.unwrap();
+    assert!(!exists(&engine, &name).await);
+}
+
+async fn requests_beyond_the_offer_are_refused_and_create_nothing(engine: Arc<Engine>) {
+    // Arrange
+    let manager = Container::new(settings(&engine)).unwrap();
+    let id = id(&engine, "refused");
+    let cases = [
+        (
+            ("image", "docker.io/library/ubuntu:latest"),
+            "custom parameter image: \"docker.io/library/ubuntu:latest\" is not offered; choose one of: localhost/tiny:latest",
+        ),
+        (
+            ("memory", "10g"),
+            "custom parameter memory: \"10g\" is outside what is offered: from 6m to 256 MiB",
+        ),
+        (
+            ("memory", "1m"),
+            "custom parameter memory: \"1m\" is outside what is offered",
+        ),
+        (
+            ("memory", "lots"),
+            "custom parameter memory: \"lots\" is not a size such as 256m or 1g (from 6m to 256 MiB)",
+        ),
+        (
+            ("cpus", "4"),
+            "custom parameter cpus: \"4\" is outside what is offered: from 0.01 to 1",
+        ),
+        (
+            ("cpus", "-1"),
+            "custom parameter cpus: \"-1\" is not a number of CPUs",
+        ),
+    ];
+
+    for ((key, value), expected) in cases {
+        // Act
+        let error = manager
+            .configure(&booking(&id, &[(key, value)]))
+            .await
+            .unwrap_err();
+
+        // Assert
+        assert!(!error.is_transient(), "{key}={value}: {error}");
+        assert!(
+            error.message().starts_with(expected),
+            "{key}={value}: {error}"
+        );
+        assert!(
+            !exists(&engine, &container_name(&id)).await,
+            "{key}={value}"
+        );
+    }
+
+    // Act: a key that is not one OpenSSH line
+    let mut bad_key = booking(&id, &[]);
+    bad_key.user.ssh_public_key = Some("ssh-ed25519 AAAA\nrm -rf /".into());
+    let error = manager.configure(&bad_key).await.unwrap_err();
+
+    // Assert
+    assert!(
+        error
+            .message()
+            .starts_with("your SSH public key is not one OpenSSH public key line")
+    );
+    assert!(!exists(&engine, &container_name(&id)).await);
+}
+
+async fn the_webhook_starts_a_container_on_start_and_removes_it_on_end(engine: Arc<Engine>) {
+    // Arrange: the fixture events, made a booking of the Container type
+    let booking_id = id(&engine, "webhook");
+    let name = container_name(&booking_id);
+    let event = |file: &str| {
+        let mut body: Value = serde_json::from_slice(&fixture(file)).unwrap();
+        body["eventId"] = booking_id.clone().into();
+        body["resourceType"] = "Container".into();
+        body["resourceName"] = "container".into();
+        body["customParameters"] = r#"{"memory":"32m","cpus":"0.25"}"#.into();
+        serde_json::to_vec(&body).unwrap()
+    };
+    let manager = Container::new(settings(&engine)).unwrap();
+    let app = spawn_app_with(&[("RESOURCE_TYPE", "Container")], Arc::new(manager)).await;
+    assert_eq!(app.get("/readyz").await.status(), 200);
+
+    // Act
+    let started = app.post_webhook(&event("event_start.json")).await;
+
+    // Assert
+    assert_eq!(started.status(), 200);
+    assert_eq!(json(started).await["status"], "configured");
+    let container = engine
+        .client()
+        .await
+        .inspect_container(&name, None)
+        .await
+        .unwrap();
+    assert_eq!(container.state.unwrap().running, Some(true));
+    assert_eq!(container.host_config.unwrap().memory, Some(32 * MIB));
+
+    // Act
+    let ended = app.post_webhook(&event("event_end.json")).await;
+
+    // Assert
+    assert_eq!(ended.status(), 200);
+    assert_eq!(json(ended).await["status"], "released");
+    assert!(!exists(&engine, &name).await);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_engine_is_a_transient_error() {
+    // Arrange
+    let manager = Container::new(ContainerSettings {
+        docker_host: Some("unix:///nonexistent/docker.sock".into()),
+        images: vec![IMAGE.into()],
+        default_image: IMAGE.into(),
+        max_memory: 256 * MIB,
+        max_cpus: 1.0,
+        network: None,
+        stop_timeout: Duration::from_secs(1),
+    })
+    .unwrap();
+
+    // Act
+    let ready = manager.ready().await.unwrap_err();
+    let configure = manager.configure(&booking("1", &[])).await.unwrap_err();
+
+    // Assert
+    for error in [ready, configure] {
+        assert!(error.is_transient());
+        assert!(
+            error
+                .message()
+                .starts_with("the container engine is not reachable"),
+            "{error}"
+        );
+    }
+}
+
+#[test]
+fn container_names_are_valid_and_distinct_for_any_booking_id() {
+    let valid = |name: &str| {
+        name.len() >= 2
+            && name.chars().next().unwrap().is_ascii_alphanumeric()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    };
+    let ids = [
+        "103",
+        "a/b",
+        "ab",
+        "",
+        "ünïcode",
+        "../../etc",
+        &"x".repeat(500),
+    ];
+    let names: Vec<String> = ids.iter().map(|id| container_name(id)).collect();
+    assert_eq!(names[0], "booking-103");
+    for name in &names {
+        assert!(valid(name) && name.len() <= 128, "{name}");
+    }
+    let distinct: std::collections::HashSet<&String> = names.iter().collect();
+    assert_eq!(distinct.len(), names.len(), "{names:?}");
+}
+
+#[test]
+fn settings_errors_name_the_variable() {
+    let read = |pairs: &[(&str, &str)]| {
+        ContainerSettings::from_vars(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    };
+    let ok = read(&[("CONTAINER_IMAGES", "a:1, b:2")]).unwrap();
+    assert_eq!(ok.images, ["a:1", "b:2"]);
+    assert_eq!(ok.default_image, "a:1");
+    assert_eq!(ok.max_memory, 512 * MIB);
+
+    for (name, vars) in [
+        ("CONTAINER_IMAGES", vec![]),
+        (
+            "CONTAINER_DEFAULT_IMAGE",
+            vec![("CONTAINER_IMAGES", "a"), ("CONTAINER_DEFAULT_IMAGE", "b")],
+        ),
+        (
+            "CONTAINER_MAX_MEMORY",
+            vec![("CONTAINER_IMAGES", "a"), ("CONTAINER_MAX_MEMORY", "huge")],
+        ),
+        (
+            "CONTAINER_MAX_CPUS",
+            vec![("CONTAINER_IMAGES", "a"), ("CONTAINER_MAX_CPUS", "0")],
+        ),
+        (
+            "CONTAINER_STOP_TIMEOUT",
+            vec![
+                ("CONTAINER_IMAGES", "a"),
+                ("CONTAINER_STOP_TIMEOUT", "10 parsecs"),
+            ],
+        ),
+    ] {
+        let error = read(&vars).unwrap_err();
+        assert!(format!("{error:#}").starts_with(name), "{name}: {error:#}");
+    }
+}

@@ -1,0 +1,400 @@
+//! `examples/switch_port.rs` against a real Open vSwitch database, read back with
+//! `ovs-vsctl` as an operator would.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use webhook::manager::ResourceManager;
+use webhook::reservation::{Parameters, Reservation, Resource, User};
+
+use crate::backends::ovs::Ovs;
+use crate::helpers::{fixture, json, spawn_app_with};
+
+#[allow(dead_code)]
+#[path = "../../examples/switch_port.rs"]
+mod example;
+
+use example::{BOOKING_KEY, PREVIOUS_KEY, SwitchPort, SwitchPortSettings};
+
+/// Settings for `address`: every VLAN offered, exclusive, no default VLAN.
+fn settings(address: &str) -> SwitchPortSettings {
+    SwitchPortSettings {
+        address: address.parse().unwrap(),
+        vlans: 1..=4094,
+        exclusive: true,
+        default_vlan: None,
+        timeout: Duration::from_secs(5),
+    }
+}
+
+fn manager(ovs: &Ovs) -> SwitchPort {
+    SwitchPort::new(settings(&ovs.unix_address()))
+}
+
+/// A booking `id` of `port` asking for `vlan_id`.
+fn booking(id: &str, port: &str, vlan_id: &str) -> Reservation {
+    Reservation {
+        event_id: id.into(),
+        user: User {
+            id: "user-1".into(),
+            username: Some("alice".into()),
+            email: None,
+            ssh_public_key: None,
+        },
+        resource: Resource {
+            id: 42,
+            name: port.into(),
+            kind: "Switch Port".into(),
+            specs: None,
+            location: None,
+        },
+        site: None,
+        title: None,
+        description: None,
+        start: Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap(),
+        end: Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap(),
+        parameters: Parameters::from_pairs([("vlan_id", vlan_id)]),
+    }
+}
+
+#[tokio::test]
+async fn a_booking_puts_the_port_on_its_vlan_and_release_restores_the_previous_one() {
+    // Arrange
+    let ovs = Ovs::start();
+    ovs.add_port("p1", Some(10));
+    let manager = manager(&ovs);
+    let booking = booking("101", "p1", "100");
+
+    // Act: configure
+    let outcome = manager.configure(&booking).await.unwrap();
+
+    // Assert
+    assert_eq!(ovs.tag("p1"), Some(100));
+    assert_eq!(ovs.external_id("p1", BOOKING_KEY).as_deref(), Some("101"));
+    assert_eq!(ovs.external_id("p1", PREVIOUS_KEY).as_deref(), Some("10"));
+    assert_eq!(
+        outcome.message,
+        "Port p1 is an access port on VLAN 100 until 2026-11-23 12:00 UTC."
+    );
+
+    // Act: configure again
+    manager.configure(&booking).await.unwrap();
+
+    // Assert: still on VLAN 100, and VLAN 10 is still what it goes back to
+    assert_eq!(ovs.tag("p1"), Some(100));
+    assert_eq!(ovs.external_id("p1", PREVIOUS_KEY).as_deref(), Some("10"));
+
+    // Act: release
+    let outcome = manager.release(&booking).await.unwrap();
+
+    // Assert
+    assert_eq!(ovs.tag("p1"), Some(10));
+    assert_eq!(ovs.external_id("p1", BOOKING_KEY), None);
+    assert_eq!(ovs.external_id("p1", PREVIOUS_KEY), None);
+    assert_eq!(outcome.message, "Port p1 is back on VLAN 10.");
+
+    // Act: release again
+    let outcome = manager.release(&booking).await.unwrap();
+
+    // Assert
+    assert_eq!(ovs.tag("p1"), Some(10));
+    assert!(
+        outcome.message.contains("nothing to undo"),
+        "{}",
+        outcome.message
+    );
+}
+
+#[tokio::test]
+async fn a_port_that_had_no_vlan_is_left_untagged_or_on_the_default_vlan_after_release() {
+    // Arrange
+    let ovs = Ovs::start();
+    ovs.add_port("p1", None);
+    ovs.add_port("p2", None);
+    let plain = manager(&ovs);
+    let with_default = SwitchPort::new(SwitchPortSettings {
+        default_vlan: Some(1),
+        ..settings(&ovs.unix_address())
+    });
+
+    // Act
+    plain.configure(&booking("1", "p1", "200")).await.unwrap();
+    with_default
+        .configure(&booking("2", "p2", "300"))
+        .await
+        .unwrap();
+    assert_eq!(ovs.external_id("p1", PREVIOUS_KEY).as_deref(), Some("none"));
+    let cleared = plain.release(&booking("1", "p1", "200")).await.unwrap();
+    let defaulted = with_default
+        .release(&booking("2", "p2", "300"))
+        .await
+        .unwrap();
+
+    // Assert
+    assert_eq!(ovs.tag("p1"), None);
+    assert_eq!(cleared.message, "Port p1 no longer has an access VLAN.");
+    assert_eq!(ovs.tag("p2"), Some(1));
+    assert_eq!(defaulted.message, "Port p2 is back on VLAN 1.");
+}
+
+#[tokio::test]
+async fn vlan_ids_that_are_not_offered_are_refused_and_change_nothing() {
+    // Arrange
+    let ovs = Ovs::start();
+    ovs.add_port("p1", Some(10));
+    let manager = SwitchPort::new(SwitchPortSettings {
+        vlans: 100..=199,
+        ..settings(&ovs.unix_address())
+    });
+    let cases = [
+        (
+            "abc",
+            "\"abc\" is not a VLAN id: give a whole number from 1 to 4094",
+        ),
+        ("0", "\"0\" is not a VLAN id"),
+        ("4095", "\"4095\" is not a VLAN id"),
+        ("1.5", "\"1.5\" is not a VLAN id"),
+        (
+            "250",
+            "VLAN 250 is not offered here: choose one from 100 to 199",
+        ),
+    ];
+
+    for (vlan_id, expected) in cases {
+        // Act
+        let error = manager
+            .configure(&booking("7", "p1", vlan_id))
+            .await
+            .unwrap_err();
+
+        // Assert
+        assert!(!error.is_transient(), "{vlan_id}: {error}");
+        let message = error.message();
+        assert!(
+            message.starts_with("custom parameter vlan_id: "),
+            "{message}"
+        );
+        assert!(message.contains(expected), "{vlan_id}: {message}");
+        assert_eq!(ovs.tag("p1"), Some(10), "{vlan_id} changed the port");
+        assert_eq!(ovs.external_id("p1", BOOKING_KEY), None);
+    }
+
+    // Act: no vlan_id at all
+    let mut missing = booking("7", "p1", "100");
+    missing.parameters = Parameters::default();
+    let error = manager.configure(&missing).await.unwrap_err();
+
+    // Assert
+    assert!(error.message().contains("vlan_id: is missing"), "{error}");
+    assert_eq!(ovs.tag("p1"), Some(10));
+}
+
+#[tokio::test]
+async fn a_vlan_on_another_bookings_port_is_refused_only_when_vlans_are_exclusive() {
+    // Arrange
+    let ovs = Ovs::start();
+    ovs.add_port("p1", Some(10));
+    ovs.add_port("p2", Some(20));
+    ovs.add_port("uplink", Some(100));
+    let exclusive = manager(&ovs);
+    exclusive
+        .configure(&booking("1", "p1", "100"))
+        .await
+        .unwrap();
+
+    // Act
+    let error = exclusive
+        .configure(&booking("2", "p2", "100"))
+        .await
+        .unwrap_err();
+
+    // Assert: refused, p2 untouched; the unbooked uplink on VLAN 100 was no conflict
+    assert_eq!(
+        error.message(),
+        "custom parameter vlan_id: VLAN 100 is in use by another booking: choose another VLAN"
+    );
+    assert_eq!(ovs.tag("p2"), Some(20));
+    assert_eq!(ovs.external_id("p2", BOOKING_KEY), None);
+
+    // Act: a manager that shares VLANs
+    let shared = SwitchPort::new(SwitchPortSettings {
+        exclusive: false,
+        ..settings(&ovs.unix_address())
+    });
+    shared.configure(&booking("2", "p2", "100")).await.unwrap();
+
+    // Assert
+    assert_eq!(ovs.tag("p2"), Some(100));
+}
+
+#[tokio::test]
+async fn a_port_held_by_another_booking_is_refused() {
+    // Arrange
+    let ovs = Ovs::start();
+    ovs.add_port("p1", Some(10));
+    let manager = manager(&ovs);
+    manager.configure(&booking("1", "p1", "100")).await.unwrap();
+
+    // Act
+    let error = manager
+        .configure(&booking("2", "p1", "200"))
+        .await
+        .unwrap_err();
+    let released = manager.release(&booking("2", "p1", "200")).await.unwrap();
+
+    // Assert: neither the configure nor the release of booking 2 touched booking 1's port
+    assert!(
+        error
+            .message()
+            .contains("port p1 is still held by another booking"),
+        "{error}"
+    );
+    assert!(released.message.contains("nothing to undo"));
+    assert_eq!(ovs.tag("p1"), Some(100));
+    assert_eq!(ovs.external_id("p1", BOOKING_KEY).as_deref(), Some("1"));
+}
+
+#[tokio::test]
+async fn two_bookings_racing_for_one_vlan_on_two_ports_let_exactly_one_through() {
+    // Arrange
+    let ovs = Ovs::start();
+    ovs.add_port("p1", None);
+    ovs.add_port("p2", None);
+    let manager = manager(&ovs);
+    let (a, b) = (booking("1", "p1", "300"), booking("2", "p2", "300"));
+
+    // Act
+    let (first, second) = tokio::join!(manager.configure(&a), manager.configure(&b));
+
+    // Assert
+    assert!(first.is_ok() != second.is_ok(), "{first:?} / {second:?}");
+    let tags = [ovs.tag("p1"), ovs.tag("p2")];
+    assert_eq!(
+        tags.iter().filter(|t| **t == Some(300)).count(),
+        1,
+        "{tags:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_release_by_a_restarted_manager_restores_the_vlan_remembered_by_the_switch() {
+    // Arrange: configured by one manager, which then goes away
+    let ovs = Ovs::start();
+    ovs.add_port("p1", Some(10));
+    manager(&ovs)
+        .configure(&booking("1", "p1", "100"))
+        .await
+        .unwrap();
+
+    // Act
+    manager(&ovs)
+        .release(&booking("1", "p1", "100"))
+        .await
+        .unwrap();
+
+    // Assert
+    assert_eq!(ovs.tag("p1"), Some(10));
+}
+
+#[tokio::test]
+async fn an_unknown_port_is_a_permanent_error_naming_it() {
+    // Arrange
+    let ovs = Ovs::start();
+    let manager = manager(&ovs);
+
+    // Act
+    let configure = manager
+        .configure(&booking("1", "nope", "100"))
+        .await
+        .unwrap_err();
+    let release = manager
+        .release(&booking("1", "nope", "100"))
+        .await
+        .unwrap_err();
+
+    // Assert
+    for error in [configure, release] {
+        assert!(!error.is_transient());
+        assert_eq!(error.message(), "the switch has no port named \"nope\"");
+    }
+}
+
+#[tokio::test]
+async fn the_manager_works_over_tcp_and_is_not_ready_without_a_database() {
+    // Arrange
+    let ovs = Ovs::start();
+    ovs.add_port("p1", None);
+    let over_tcp = SwitchPort::new(settings(&ovs.tcp_address()));
+    let nowhere = SwitchPort::new(settings("unix:/nonexistent/db.sock"));
+
+    // Act
+    let ready = over_tcp.ready().await;
+    over_tcp.configure(&booking("1", "p1", "42")).await.unwrap();
+    let not_ready = nowhere.ready().await.unwrap_err();
+    let not_configured = nowhere
+        .configure(&booking("1", "p1", "42"))
+        .await
+        .unwrap_err();
+
+    // Assert
+    assert!(ready.is_ok(), "{ready:?}");
+    assert_eq!(ovs.tag("p1"), Some(42));
+    for error in [not_ready, not_configured] {
+        assert!(error.is_transient());
+        assert_eq!(error.message(), "the switch database is not reachable");
+    }
+}
+
+#[tokio::test]
+async fn the_webhook_moves_the_fixture_port_to_vlan_100_on_start_and_back_on_end() {
+    // Arrange: the fixture books sw1-port-3 with vlan_id 100
+    let ovs = Ovs::start();
+    ovs.add_port("sw1-port-3", Some(5));
+    let app = spawn_app_with(&[("RESOURCE_TYPE", "Switch Port")], Arc::new(manager(&ovs))).await;
+    assert_eq!(app.get("/readyz").await.status(), 200);
+
+    // Act
+    let started = app.post_webhook(&fixture("event_start.json")).await;
+
+    // Assert
+    assert_eq!(started.status(), 200);
+    assert_eq!(json(started).await["status"], "configured");
+    assert_eq!(ovs.tag("sw1-port-3"), Some(100));
+
+    // Act
+    let ended = app.post_webhook(&fixture("event_end.json")).await;
+
+    // Assert
+    assert_eq!(ended.status(), 200);
+    assert_eq!(json(ended).await["status"], "released");
+    assert_eq!(ovs.tag("sw1-port-3"), Some(5));
+    assert_eq!(ovs.external_id("sw1-port-3", BOOKING_KEY), None);
+    app.stop().await;
+}
+
+#[test]
+fn settings_errors_name_the_variable() {
+    let read = |pairs: &[(&str, &str)]| {
+        SwitchPortSettings::from_vars(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    };
+    let defaults = read(&[]).unwrap();
+    assert_eq!(defaults.vlans, 1..=4094);
+    assert!(defaults.exclusive);
+    assert_eq!(
+        defaults.address.to_string(),
+        "unix:/var/run/openvswitch/db.sock"
+    );
+
+    for (name, value) in [
+        ("OVS_VLAN_RANGE", "200-100"),
+        ("OVS_VLAN_RANGE", "0-10"),
+        ("OVS_DEFAULT_VLAN", "4095"),
+        ("OVS_EXCLUSIVE_VLANS", "yes"),
+        ("OVSDB_ADDRESS", "ssl:1.2.3.4:6640"),
+        ("OVSDB_TIMEOUT", "soon"),
+    ] {
+        let error = read(&[(name, value)]).unwrap_err();
+        assert!(format!("{error:#}").starts_with(name), "{name}: {error:#}");
+    }
+}

@@ -1,0 +1,158 @@
+//! A PostgreSQL server for the ledger tests: started on first use in a temporary directory
+//! on a free port, shared by the tests running at the same time, stopped and deleted when
+//! the last of them is done. Each test gets a database of its own.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use tempfile::TempDir;
+
+/// The command that installs PostgreSQL (and the other test backends).
+pub const INSTALL: &str = "scripts/install-backends.sh";
+
+/// A running server.
+pub struct Server {
+    pub port: u16,
+    dir: TempDir,
+    bin: PathBuf,
+}
+
+static SHARED: Mutex<Weak<Server>> = Mutex::new(Weak::new());
+static DATABASES: AtomicUsize = AtomicUsize::new(0);
+
+/// A database of its own on the shared server; keep it while the test runs.
+pub struct Database {
+    pub url: String,
+    _server: Arc<Server>,
+}
+
+/// Creates a fresh database, starting the server if none is running.
+pub async fn database() -> Database {
+    let server = {
+        let mut shared = SHARED.lock().unwrap();
+        match shared.upgrade() {
+            Some(server) => server,
+            None => {
+                let server = Arc::new(Server::start());
+                *shared = Arc::downgrade(&server);
+                server
+            }
+        }
+    };
+    let name = format!(
+        "ledger_{}_{}",
+        std::process::id(),
+        DATABASES.fetch_add(1, Ordering::SeqCst)
+    );
+    let admin = format!("postgres://postgres@127.0.0.1:{}/postgres", server.port);
+    let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .expect("the test server accepts connections");
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    Database {
+        url: format!("postgres://postgres@127.0.0.1:{}/{name}", server.port),
+        _server: server,
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+impl Server {
+    fn start() -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .filter(|b| b.join("initdb").exists())
+            .max()
+            .unwrap_or_else(|| {
+                panic!("PostgreSQL is not installed: run `{INSTALL}` (or `apt-get install -y postgresql`)")
+            });
+        let dir = tempfile::Builder::new()
+            .prefix("ledger-pg")
+            .tempdir()
+            .unwrap();
+        if is_root() {
+            let status = Command::new("chown")
+                .arg("postgres:")
+                .arg(dir.path())
+                .status();
+            assert!(status.is_ok_and(|s| s.success()), "chown postgres: failed");
+        }
+        let mut server = Self { port: 0, dir, bin };
+        let data = server.dir.path().join("data");
+        let out = server
+            .tool("initdb")
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
+            .output()
+            .expect("initdb runs");
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for _ in 0..3 {
+            server.port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let options = format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+                server.port,
+                server.dir.path().display()
+            );
+            let started = server
+                .tool("pg_ctl")
+                .arg("-D")
+                .arg(&data)
+                .arg("-l")
+                .arg(server.dir.path().join("server.log"))
+                .args(["-w", "-o", &options, "start"])
+                .output()
+                .expect("pg_ctl runs");
+            if started.status.success() {
+                return server;
+            }
+        }
+        let log = std::fs::read_to_string(server.dir.path().join("server.log")).unwrap_or_default();
+        panic!("PostgreSQL did not start:\n{log}");
+    }
+
+    fn tool(&self, name: &str) -> Command {
+        let program = self.bin.join(name);
+        if is_root() {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=postgres", "--regid=postgres", "--init-groups"])
+                .arg(program);
+            c
+        } else {
+            Command::new(program)
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self
+            .tool("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
+    }
+}

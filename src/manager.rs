@@ -16,9 +16,21 @@ use crate::reservation::Reservation;
 ///
 /// Both methods must be **idempotent**: converge to the desired state and treat
 /// "already exists" (configure) or "already gone" (release) as success. The service
-/// never calls `configure` twice for a booking it has configured, but after a crash, a
-/// lost END or a duplicate delivery it may call `release` for a booking that is already
-/// released, or was never fully configured.
+/// records every booking in its ledger and never calls `configure` again for a booking
+/// that was configured, but a call can be cut short (a crash, `kill -9`, a shutdown
+/// deadline) and is then made again when the service resumes, possibly by another
+/// replica:
+///
+/// - `configure` may be called again for a booking whose previous `configure` was cut
+///   short or failed, so it must finish what a half-done call left;
+/// - `release` must be **safe to repeat** and may be called after a crash for a booking
+///   that is already released, was only partly configured, or whose `configure` failed;
+///   the sweeper also calls it, without an END, for bookings past their end.
+///
+/// Errors marked [`ManagerError::transient`] are retried with backoff (`MAX_ATTEMPTS`);
+/// [`ManagerError::permanent`] ones are not. Neither method is ever called for a booking
+/// while another call on the same resource is running (across replicas too), and a
+/// pending release of a resource goes before a configure of another booking on it.
 ///
 /// Implementations are shared between requests (`Arc<dyn ResourceManager>`), so keep
 /// connection pools and clients in `self` and build them once in the constructor.
@@ -30,7 +42,10 @@ pub trait ResourceManager: Send + Sync + 'static {
     /// it what they need to use the resource (address, user name, password).
     async fn configure(&self, reservation: &Reservation) -> Result<Outcome, ManagerError>;
 
-    /// A booking ended or was deleted: undo what `configure` did.
+    /// A booking ended, was deleted, or outlived its end: undo what `configure` did.
+    ///
+    /// Safe to repeat: "already gone" is success, and it may find a half-configured
+    /// resource (a `configure` cut short or failed) to clean up.
     async fn release(&self, reservation: &Reservation) -> Result<Outcome, ManagerError>;
 
     /// Whether the backend can take work now; `GET /readyz` answers 503 while it cannot.

@@ -18,7 +18,9 @@
 //! 4. Return an [`Outcome`] whose message tells the user how to use the resource; it is shown
 //!    to them (500 characters at most). Return [`ManagerError::transient`] for failures that
 //!    may pass (a timeout) and [`ManagerError::permanent`] for the rest.
-//! 5. In `release`, undo the change; "already gone" is success.
+//! 5. In `release`, undo the change; "already gone" is success. It may be called again after
+//!    a crash, or for a booking whose `configure` was cut short or failed: clean up whatever
+//!    is there.
 //! 6. Optionally, make `ready` check that the backend answers, for `GET /readyz`.
 //!
 //! `examples/` has complete managers for PostgreSQL, containers, API keys and switch ports.

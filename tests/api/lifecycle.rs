@@ -84,6 +84,58 @@ async fn shutdown_lets_an_in_flight_configure_finish() {
 }
 
 #[tokio::test]
+async fn a_call_cut_short_by_the_shutdown_deadline_stays_configuring_and_resumes_at_the_next_start()
+{
+    // Arrange: configure takes longer than the shutdown deadline.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let slow = RecordingManager::new();
+    slow.delay_each_call(Duration::from_secs(10));
+    let settings = [
+        ("DATA_DIR", data),
+        ("PROCESSING_BUDGET", "100ms"),
+        ("SHUTDOWN_TIMEOUT", "300ms"),
+    ];
+    let app = crate::helpers::spawn_app_with(&settings, slow.clone()).await;
+    let response = app.post_webhook(&fixture("event_start.json")).await;
+    assert_eq!(response.status(), 202);
+
+    // Act: stop, then start again on the same ledger with a manager that answers at once.
+    let stopping = std::time::Instant::now();
+    app.stop().await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        stopping.elapsed()
+    );
+    let config = Config::from_vars([("WEBHOOK_SECRET", "s"), ("DATA_DIR", data)]).unwrap();
+    let left = webhook::ledger::open(&config, false)
+        .await
+        .unwrap()
+        .booking("103")
+        .await
+        .unwrap()
+        .unwrap();
+    let fast = RecordingManager::new();
+    let app = crate::helpers::spawn_app_with(&settings, fast.clone()).await;
+
+    // Assert: it was left configuring, without a lease, and is finished after the restart.
+    assert_eq!(left.state, webhook::ledger::State::Configuring);
+    assert!(left.lease_owner.is_none(), "{left:?}");
+    assert_eq!(
+        app.settled("103", Duration::from_secs(5)).await["state"],
+        "active"
+    );
+    assert!(
+        slow.calls().is_empty(),
+        "the cut-short call completed: {:?}",
+        slow.calls()
+    );
+    assert_eq!(fast.calls(), vec![Call::Configure("103".into())]);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn the_send_command_signs_built_in_examples_that_the_webhook_accepts() {
     let manager = RecordingManager::new();
     let app = spawn_app(manager.clone()).await;

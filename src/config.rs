@@ -246,7 +246,8 @@ impl Raw {
             log_format,
             ledger: match self.ledger_url {
                 Some(url) => {
-                    url.expose_secret()
+                    let parsed = url
+                        .expose_secret()
                         .parse::<tokio_postgres::Config>()
                         .map_err(|e| {
                             ConfigError(format!(
@@ -254,6 +255,13 @@ impl Raw {
                                  postgres://user:password@host:5432/webhook ({e})"
                             ))
                         })?;
+                    if parsed.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+                        return Err(ConfigError(
+                            "LEDGER_URL asks for sslmode=require, but the ledger connects \
+                             without TLS: use sslmode=disable or prefer, on a network you trust"
+                                .into(),
+                        ));
+                    }
                     LedgerConfig::Postgres { url }
                 }
                 None => LedgerConfig::Embedded {

@@ -225,8 +225,10 @@ async fn storm(settings: &[(&str, &str)], replicas: usize) {
             assert_eq!(ops, ["configure", "release"], "booking {id}");
             configured += 1;
         }
-        if what.starts > 0 && what.ends == 0 {
-            // END lost: configured once, released once by the sweeper.
+        // END lost: configured once, released once by the sweeper. (A START answered
+        // after the booking's end plus grace rightly configures nothing: only on a machine
+        // so loaded that the storm outlasted ENDS_IN.)
+        if what.starts > 0 && what.ends == 0 && sent_in < Duration::from_secs(ENDS_IN as u64) {
             assert_eq!(ops, ["configure", "release"], "booking {id} lost its END");
         }
     }

@@ -207,10 +207,11 @@ impl Reconciler {
 
     async fn reconcile(self: Arc<Self>, id: String) {
         loop {
+            let slot = self.slots.acquire().await.expect("never closed");
             let claimed = if self.stop.is_cancelled() {
                 Ok(None)
             } else {
-                let _slot = self.slots.acquire().await.expect("never closed");
+                let _slot = slot;
                 let now = ledger::now();
                 match self
                     .store

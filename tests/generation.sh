@@ -75,7 +75,19 @@ check() { # name resource_type cargo-feature-flags...
     cargo test --locked "$@"
   ) || fail "$name: build, clippy or tests"
   serve_and_send "$dir" "$name" "$type"
+  check_deploy "$dir" "$type"
   step "$name ok"
+}
+
+# The generated project's own deployment checks, and the resource type as Kubernetes gets it.
+check_deploy() { # dir resource_type
+  local tools="${DEPLOY_TOOLS_DIR:-$HOME/.local/share/webhook-deploy-tools}" rendered
+  (cd "$1" && scripts/check-deploy.sh >"$work/deploy.log" 2>&1) ||
+    fail "$1: scripts/check-deploy.sh: $(cat "$work/deploy.log")"
+  rendered=$(cd "$1" && kubectl kustomize k8s/base | "$tools/bin/python" -c '
+import sys, yaml
+print(next(d["data"]["RESOURCE_TYPE"] for d in yaml.safe_load_all(sys.stdin) if d["kind"] == "ConfigMap"))')
+  [ "$rendered" = "$2" ] || fail "$1: the ConfigMap says RESOURCE_TYPE=$rendered"
 }
 
 start=$(date +%s)

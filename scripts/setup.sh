@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on Debian 12, skipping what is already there:
-# a few tools from Debian, cargo-generate, the backends of the example managers, and the
-# checkers of the deployment files.
+# a few tools from Debian, the backends the tests start (PostgreSQL, Redis, Open vSwitch,
+# Docker, Podman), the checkers of the deployment files, and in the template repository
+# cargo-generate and cargo-fuzz.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-scripts/install-cargo-generate.sh
+# The template repository also generates projects and fuzzes; generated projects do neither.
+[ ! -e scripts/install-cargo-generate.sh ] || scripts/install-cargo-generate.sh
 scripts/install-backends.sh
 scripts/install-deploy-tools.sh
+[ ! -e scripts/install-fuzz.sh ] || scripts/install-fuzz.sh

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what it needs, then checks formatting, lints,
-# the crate's tests (examples against real backends included), generated projects, and the
-# deployment files.
+# the crate's tests (examples and both ledgers against real backends included), generated
+# projects, a short fuzzing run, and the deployment files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 section() { printf '\n=== %s (%ss)\n' "$1" "$SECONDS"; }
+# Every cargo test summary of this run (the crate's and the generated projects') is kept, to
+# print the totals as the last line.
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+tally() { tee >(grep --line-buffered '^test result:' >>"$results"); }
 
 section "setup"
 scripts/setup.sh
@@ -15,13 +20,22 @@ cargo fmt --all -- --check
 cargo clippy --locked --all-targets --all-features -- -D warnings
 
 section "tests"
-cargo test --locked --all-features
+cargo test --locked --all-features 2>&1 | tally
 
-section "generated projects"
-tests/generation.sh
+# Only the template repository generates projects and fuzzes.
+if [ -e tests/generation.sh ]; then
+  section "generated projects"
+  tests/generation.sh 2>&1 | tally
+fi
+if [ -e scripts/fuzz.sh ]; then
+  section "fuzzing (short budget; scripts/fuzz.sh 3600 for an hour per target)"
+  scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
+fi
 
 section "deployment files"
 scripts/check-deploy.sh
 scripts/check-image.sh
 
 section "done"
+awk '{for (i = 1; i <= NF; i++) {if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i}}
+     END {printf "tests: %d passed, %d failed\n", p, f}' "$results"

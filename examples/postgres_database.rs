@@ -95,12 +95,7 @@ fn default_connection_limit() -> u16 {
 impl Settings {
     /// Reads the settings from `(name, value)` pairs; errors name the variable.
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Self> {
-        let settings: Self = envy::from_iter(vars).map_err(|e| match e {
-            envy::Error::MissingValue(field) => {
-                anyhow::anyhow!("{} is not set", field.to_uppercase())
-            }
-            envy::Error::Custom(message) => anyhow::anyhow!(message),
-        })?;
+        let settings: Self = webhook::config::settings_from_vars(vars)?;
         let host = settings.pg_public_host.trim();
         anyhow::ensure!(
             !host.is_empty() && host.chars().count() <= MAX_HOST_CHARS && !host.contains(' '),

@@ -87,7 +87,7 @@ struct RawSettings {
 impl SwitchPortSettings {
     /// Reads the settings from `(name, value)` pairs; an error names the variable.
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Self> {
-        let raw: RawSettings = envy::from_iter(vars).context("cannot read the settings")?;
+        let raw: RawSettings = webhook::config::settings_from_vars(vars)?;
         let address = raw
             .ovsdb_address
             .as_deref()

@@ -177,7 +177,7 @@ impl Config {
                 .filter(|(_, v)| !v.is_empty())
                 .collect(),
         )?;
-        let raw: Raw = envy::from_iter(vars).map_err(|e| ConfigError(envy_message(e)))?;
+        let raw: Raw = settings_from_vars(vars)?;
         raw.check()
     }
 
@@ -425,12 +425,23 @@ fn read_file_variables(
     Ok(vars)
 }
 
-/// envy names fields in lower case for missing values; the variables are upper case.
-fn envy_message(e: envy::Error) -> String {
-    match e {
-        envy::Error::MissingValue(field) => format!("{} is not set", field.to_uppercase()),
-        envy::Error::Custom(msg) => msg,
-    }
+/// Reads settings of your own, such as your manager's, from the process environment into
+/// `T` (field `pg_admin_url` ← variable `PG_ADMIN_URL`); errors name the variable.
+pub fn settings_from_env<T: serde::de::DeserializeOwned>() -> Result<T, ConfigError> {
+    settings_from_vars(std::env::vars())
+}
+
+/// [`settings_from_env`] from `(name, value)` pairs, for tests.
+pub fn settings_from_vars<T: serde::de::DeserializeOwned>(
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<T, ConfigError> {
+    // envy names a missing field in lower case; the variable is upper case.
+    envy::from_iter(vars).map_err(|e| {
+        ConfigError(match e {
+            envy::Error::MissingValue(field) => format!("{} is not set", field.to_uppercase()),
+            envy::Error::Custom(msg) => msg,
+        })
+    })
 }
 
 /// Compares two display names ignoring case and surrounding spaces, without allocating.

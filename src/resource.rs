@@ -9,7 +9,8 @@
 //! bookings it would have configured in memory. To make it real:
 //!
 //! 1. Put the clients your backend needs (a connection pool, an HTTP client) in [`Manager`]
-//!    and build them in [`Manager::from_env`], reading your own settings from the environment.
+//!    and build them in [`Manager::from_env`], reading your own settings from the environment
+//!    with [`settings_from_env`](crate::config::settings_from_env) (errors name the variable).
 //! 2. In `configure`, read what you need from the [`Reservation`]: the user, the resource's
 //!    name, the times, `reservation.parameters` (user input: validate every value and return
 //!    [`ManagerError::invalid_parameter`] when one is wrong).

@@ -178,6 +178,24 @@ pub const COLUMNS: [&str; 23] = [
     "updated_at",
 ];
 
+/// The statement that writes a whole booking row: an insert, or an update of every column
+/// when the id exists. `marker` is the store's parameter prefix (`$` or `?`).
+pub(crate) fn upsert_sql(marker: char) -> String {
+    let placeholders: Vec<String> = (1..=COLUMNS.len())
+        .map(|i| format!("{marker}{i}"))
+        .collect();
+    let updates: Vec<String> = COLUMNS[1..]
+        .iter()
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    format!(
+        "INSERT INTO bookings ({}) VALUES ({}) ON CONFLICT (id) DO UPDATE SET {}",
+        COLUMNS.join(", "),
+        placeholders.join(", "),
+        updates.join(", ")
+    )
+}
+
 /// What a delivery asks for.
 #[derive(Debug, Clone)]
 pub struct Intent {

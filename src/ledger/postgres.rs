@@ -153,19 +153,11 @@ async fn load(
     row.map(|r| booking(&r)).transpose()
 }
 
+/// Built once: see [`upsert_sql`](super::upsert_sql).
+static UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| super::upsert_sql('$'));
+
 async fn save<T>(c: &impl GenericClient, d: &Decision<T>) -> Result<(), StoreError> {
     let b = &d.booking;
-    let placeholders: Vec<String> = (1..=COLUMNS.len()).map(|i| format!("${i}")).collect();
-    let updates: Vec<String> = COLUMNS[1..]
-        .iter()
-        .map(|c| format!("{c} = excluded.{c}"))
-        .collect();
-    let sql = format!(
-        "INSERT INTO bookings ({}) VALUES ({}) ON CONFLICT (id) DO UPDATE SET {}",
-        COLUMNS.join(", "),
-        placeholders.join(", "),
-        updates.join(", ")
-    );
     let attempts = b.attempts as i32;
     let params: [&(dyn ToSql + Sync); 23] = [
         &b.id,
@@ -192,7 +184,7 @@ async fn save<T>(c: &impl GenericClient, d: &Decision<T>) -> Result<(), StoreErr
         &b.created_at,
         &b.updated_at,
     ];
-    c.execute(&sql, &params).await?;
+    c.execute(UPSERT.as_str(), &params).await?;
     note(c, &b.id, b.updated_at, &d.history).await
 }
 

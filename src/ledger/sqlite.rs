@@ -191,20 +191,12 @@ fn load(tx: &Connection, id: &str) -> rusqlite::Result<Option<Booking>> {
         .optional()
 }
 
+/// Built once: see [`upsert_sql`](super::upsert_sql).
+static UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| super::upsert_sql('?'));
+
 fn save<T>(tx: &Connection, d: &Decision<T>) -> rusqlite::Result<()> {
     let b = &d.booking;
-    let placeholders: Vec<String> = (1..=COLUMNS.len()).map(|i| format!("?{i}")).collect();
-    let updates: Vec<String> = COLUMNS[1..]
-        .iter()
-        .map(|c| format!("{c} = excluded.{c}"))
-        .collect();
-    let sql = format!(
-        "INSERT INTO bookings ({}) VALUES ({}) ON CONFLICT (id) DO UPDATE SET {}",
-        COLUMNS.join(", "),
-        placeholders.join(", "),
-        updates.join(", ")
-    );
-    tx.prepare_cached(&sql)?.execute(params![
+    tx.prepare_cached(&UPSERT)?.execute(params![
         b.id,
         b.resource_id,
         b.resource_name,

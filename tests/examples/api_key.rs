@@ -322,7 +322,10 @@ fn settings_errors_name_the_variable() {
     };
 
     let missing = Settings::from_vars(vars(&[("REDIS_ADMIN_URL", "redis://r")])).unwrap_err();
-    assert_eq!(missing.to_string(), "REDIS_PUBLIC_HOST is not set");
+    assert_eq!(
+        missing.to_string(),
+        "invalid configuration: REDIS_PUBLIC_HOST is not set"
+    );
 
     let bad_port = Settings::from_vars(vars(&[
         ("REDIS_ADMIN_URL", "redis://r"),

@@ -394,7 +394,10 @@ fn settings_errors_name_the_variable() {
     };
 
     let missing = Settings::from_vars(vars(&[("PG_PUBLIC_HOST", "db")])).unwrap_err();
-    assert_eq!(missing.to_string(), "PG_ADMIN_URL is not set");
+    assert_eq!(
+        missing.to_string(),
+        "invalid configuration: PG_ADMIN_URL is not set"
+    );
 
     let bad_port = Settings::from_vars(vars(&[
         ("PG_ADMIN_URL", "host=/tmp"),

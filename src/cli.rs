@@ -13,7 +13,6 @@ use serde_json::json;
 
 use crate::config::Config;
 use crate::manager::ResourceManager;
-use crate::signature::SIGNATURE_HEADER;
 use crate::startup::Application;
 
 #[derive(Debug, Parser)]
@@ -134,7 +133,8 @@ pub async fn send(config: &Config, args: SendArgs) -> anyhow::Result<()> {
         .post(&url)
         .header("content-type", "application/json");
     if let Some(keys) = &config.keys {
-        request = request.header(SIGNATURE_HEADER, keys.sign(&body));
+        let (name, value) = keys.signature_header(&body);
+        request = request.header(name, value);
     }
     let response = request
         .body(body)

@@ -13,17 +13,19 @@ use base64::Engine as _;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::signature::Keys;
+use crate::signature::{Keys, Preset};
+use crate::waldur;
 
 /// The resource type chosen when this project was generated; `RESOURCE_TYPE` overrides it.
 pub const DEFAULT_RESOURCE_TYPE: &str = include_str!("resource_type.txt");
 
 /// Variables that may instead be read from the file named by `<NAME>_FILE`.
-const FILE_VARIABLES: [&str; 4] = [
+const FILE_VARIABLES: [&str; 5] = [
     "WEBHOOK_SECRET",
     "WEBHOOK_PREVIOUS_SECRETS",
     "LEDGER_URL",
     "ADMIN_TOKEN",
+    "WALDUR_TOKEN",
 ];
 
 /// A setting that stops start-up, with the variable it is about.
@@ -64,6 +66,8 @@ pub struct Config {
     pub replay_tolerance: Option<Duration>,
     /// The bearer token of `GET /bookings/{id}`; `None` turns the endpoint off.
     pub admin_token: Option<SecretString>,
+    /// `POST /waldur`; `None` (no `WALDUR_TOKEN` nor `WALDUR_ALLOWED_CIDRS`) turns it off.
+    pub waldur: Option<waldur::Settings>,
 }
 
 /// Where the ledger lives.
@@ -100,8 +104,8 @@ struct Raw {
     resource_type: Option<String>,
     webhook_secret: Option<SecretString>,
     webhook_previous_secrets: Option<SecretString>,
-    #[serde(default = "default_encoding")]
-    webhook_secret_encoding: String,
+    webhook_secret_encoding: Option<String>,
+    signature_preset: Option<String>,
     #[serde(default)]
     allow_unsigned: bool,
     #[serde(default = "default_max_body")]
@@ -123,6 +127,12 @@ struct Raw {
     release_grace: Option<String>,
     replay_tolerance: Option<String>,
     admin_token: Option<SecretString>,
+    waldur_token: Option<SecretString>,
+    waldur_allowed_cidrs: Option<String>,
+    waldur_trusted_proxies: Option<String>,
+    waldur_configure_events: Option<String>,
+    waldur_release_events: Option<String>,
+    waldur_resource_type: Option<String>,
 }
 
 fn default_host() -> String {
@@ -130,9 +140,6 @@ fn default_host() -> String {
 }
 fn default_port() -> u16 {
     8080
-}
-fn default_encoding() -> String {
-    "utf8".into()
 }
 fn default_max_body() -> usize {
     1024 * 1024
@@ -189,7 +196,7 @@ impl Config {
 }
 
 impl Raw {
-    fn check(self) -> Result<Config, ConfigError> {
+    fn check(mut self) -> Result<Config, ConfigError> {
         let ip: IpAddr = self
             .host
             .parse()
@@ -205,6 +212,18 @@ impl Raw {
                 "RESOURCE_TYPE is empty: set it to the resource type's name in the reservation system, e.g. \"Switch Port\"".into(),
             ));
         }
+        let waldur = waldur::Settings::check(
+            waldur::RawSettings {
+                token: self.waldur_token.take(),
+                allowed_cidrs: self.waldur_allowed_cidrs.take(),
+                trusted_proxies: self.waldur_trusted_proxies.take(),
+                configure_events: self.waldur_configure_events.take(),
+                release_events: self.waldur_release_events.take(),
+                resource_type: self.waldur_resource_type.take(),
+            },
+            &resource_type,
+        )
+        .map_err(ConfigError)?;
         if self.max_body_bytes == 0 {
             return Err(ConfigError("MAX_BODY_BYTES must be at least 1".into()));
         }
@@ -292,19 +311,53 @@ impl Raw {
                 ),
             },
             admin_token: self.admin_token,
+            waldur,
         })
     }
 
-    fn keys(&self) -> Result<Option<Keys>, ConfigError> {
-        let decode_base64 = match self.webhook_secret_encoding.to_ascii_lowercase().as_str() {
-            "utf8" | "utf-8" | "text" => false,
-            "base64" => true,
-            other => {
-                return Err(ConfigError(format!(
-                    "WEBHOOK_SECRET_ENCODING: {other:?} is not utf8 or base64"
-                )));
-            }
+    /// The signing preset and whether secrets are Base64: `SIGNATURE_PRESET` decides when
+    /// set (`WEBHOOK_SECRET_ENCODING` may then only agree with it), else
+    /// `WEBHOOK_SECRET_ENCODING` (default utf8) with the reservation system's headers.
+    fn preset(&self) -> Result<(Preset, bool), ConfigError> {
+        let preset = match &self.signature_preset {
+            None => None,
+            Some(text) => Some(Preset::parse(text).ok_or_else(|| {
+                ConfigError(format!(
+                    "SIGNATURE_PRESET: {text:?} is not reservation-system, github or agent-registry"
+                ))
+            })?),
         };
+        let encoding = match self.webhook_secret_encoding.as_deref() {
+            None => None,
+            Some(text) => match text.trim().to_ascii_lowercase().as_str() {
+                "utf8" | "utf-8" | "text" => Some(false),
+                "base64" => Some(true),
+                _ => {
+                    return Err(ConfigError(format!(
+                        "WEBHOOK_SECRET_ENCODING: {text:?} is not utf8 or base64"
+                    )));
+                }
+            },
+        };
+        match (preset, encoding) {
+            (Some(p), Some(base64)) if base64 != p.decodes_secret() => Err(ConfigError(format!(
+                "WEBHOOK_SECRET_ENCODING={} contradicts SIGNATURE_PRESET={}, which takes the \
+                 secret as {}: unset WEBHOOK_SECRET_ENCODING",
+                if base64 { "base64" } else { "utf8" },
+                p.as_str(),
+                if p.decodes_secret() {
+                    "Base64"
+                } else {
+                    "UTF-8 text"
+                },
+            ))),
+            (Some(p), _) => Ok((p, p.decodes_secret())),
+            (None, base64) => Ok((Preset::ReservationSystem, base64.unwrap_or(false))),
+        }
+    }
+
+    fn keys(&self) -> Result<Option<Keys>, ConfigError> {
+        let (preset, decode_base64) = self.preset()?;
         let Some(primary) = &self.webhook_secret else {
             if self.allow_unsigned {
                 return Ok(None);
@@ -338,14 +391,18 @@ impl Raw {
                     .decode(secret)
                     .map_err(|_| {
                         ConfigError(format!(
-                            "{name} is not Base64, but WEBHOOK_SECRET_ENCODING is base64"
+                            "{name} is not Base64, but {} decodes the secret first",
+                            match &self.signature_preset {
+                                Some(_) => format!("SIGNATURE_PRESET={}", preset.as_str()),
+                                None => "WEBHOOK_SECRET_ENCODING=base64".to_owned(),
+                            }
                         ))
                     })?
             } else {
                 secret.as_bytes().to_vec()
             });
         }
-        Ok(Some(Keys::new(keys)))
+        Ok(Some(Keys::new(keys).with_preset(preset)))
     }
 }
 
@@ -445,7 +502,7 @@ pub fn settings_from_vars<T: serde::de::DeserializeOwned>(
 }
 
 /// Compares two display names ignoring case and surrounding spaces, without allocating.
-fn same_name(a: &str, b: &str) -> bool {
+pub(crate) fn same_name(a: &str, b: &str) -> bool {
     a.trim()
         .chars()
         .flat_map(char::to_lowercase)
@@ -539,6 +596,37 @@ mod tests {
             (
                 vec![("WEBHOOK_SECRET_ENCODING", "base64")],
                 "WEBHOOK_SECRET",
+            ),
+            (vec![("SIGNATURE_PRESET", "gitlab")], "SIGNATURE_PRESET"),
+            (
+                vec![("WALDUR_ALLOWED_CIDRS", "10.0.0.0/33")],
+                "WALDUR_ALLOWED_CIDRS",
+            ),
+            (
+                vec![("WALDUR_TOKEN_FILE", "/nonexistent/token")],
+                "WALDUR_TOKEN_FILE",
+            ),
+            (
+                vec![
+                    ("WALDUR_ALLOWED_CIDRS", "10.0.0.0/8"),
+                    ("WALDUR_TRUSTED_PROXIES", "proxy"),
+                ],
+                "WALDUR_TRUSTED_PROXIES",
+            ),
+            (
+                vec![
+                    ("WALDUR_TOKEN", "t"),
+                    ("WALDUR_TRUSTED_PROXIES", "10.0.0.1"),
+                ],
+                "WALDUR_TRUSTED_PROXIES has no effect without WALDUR_ALLOWED_CIDRS",
+            ),
+            (
+                vec![("WALDUR_TOKEN", "t"), ("WALDUR_RESOURCE_TYPE", " ")],
+                "WALDUR_RESOURCE_TYPE",
+            ),
+            (
+                vec![("WALDUR_CONFIGURE_EVENTS", "marketplace_order_approved")],
+                "WALDUR_CONFIGURE_EVENTS is set but the Waldur endpoint is off",
             ),
         ] {
             let mut vars = vars;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use poem::http::StatusCode;
 
+use crate::hook::Source;
 use crate::ledger::{self, Booking, Desired, Finish, Intent, Op, State, StoreError, Verdict};
 use crate::payload::Action;
 use crate::reply::Reply;
@@ -25,6 +26,9 @@ const WAIT_POLL: Duration = Duration::from_millis(250);
 /// A booking event, parsed and verified.
 pub struct BookingEvent {
     pub action: Action,
+    /// The sender's event type, for the ledger's history and the audit log.
+    pub event_type: &'static str,
+    pub source: Source,
     pub reservation: Reservation,
     pub webhook_id: Option<String>,
     pub start_notified: bool,
@@ -76,11 +80,7 @@ pub fn check_fresh(
 
 /// Handles one booking event to the end, even if the sender hangs up meanwhile.
 pub async fn booking(state: Arc<AppState>, event: BookingEvent) -> Reply {
-    let event_type = match event.action {
-        Action::Configure => "EVENT_START",
-        Action::Release => "EVENT_END",
-        Action::ReleaseIfActive => "EVENT_DELETED",
-    };
+    let event_type = event.event_type;
     let desired = match event.action {
         Action::Configure => Desired::Active,
         Action::Release | Action::ReleaseIfActive => Desired::Released,
@@ -124,7 +124,11 @@ pub async fn booking(state: Arc<AppState>, event: BookingEvent) -> Reply {
         },
     };
     let reply = reply.for_event(&id);
-    state.metrics.delivery(event_type, reply.body.status);
+    let label = match event.source {
+        Source::ReservationSystem => event_type,
+        Source::Waldur => "waldur",
+    };
+    state.metrics.delivery(label, reply.body.status);
 
     if let Some(webhook_id) = &event.webhook_id {
         let audit = state.reports.audit(Audit {
@@ -142,7 +146,7 @@ pub async fn booking(state: Arc<AppState>, event: BookingEvent) -> Reply {
                 Err(e) => tracing::error!(error = %e, "cannot store the audit entry"),
             }
         }
-    } else if state.reports.enabled() {
+    } else if state.reports.enabled() && event.source == Source::ReservationSystem {
         tracing::warn!("event has no webhookId: nothing reported back");
     }
     reply

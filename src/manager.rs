@@ -1,15 +1,17 @@
 //! The one trait a webhook implements, and what its methods return.
 //!
 //! The service calls [`ResourceManager::configure`] when a booking of its resource type
-//! starts and [`ResourceManager::release`] when it ends or is deleted. Everything around
-//! those calls (signatures, parsing, routing, never configuring twice, reporting back)
-//! is done before and after them.
+//! starts and [`ResourceManager::release`] when it ends or is deleted, and offers every other
+//! verified event to [`ResourceManager::on_event`]. Everything around those calls
+//! (signatures, parsing, routing, never configuring twice, reporting back) is done before
+//! and after them.
 
 use std::error::Error as StdError;
 use std::fmt;
 
 use async_trait::async_trait;
 
+use crate::hook::OtherEvent;
 use crate::reservation::Reservation;
 
 /// Sets up and tears down one kind of resource for a booking.
@@ -51,6 +53,28 @@ pub trait ResourceManager: Send + Sync + 'static {
     /// Whether the backend can take work now; `GET /readyz` answers 503 while it cannot.
     async fn ready(&self) -> Result<(), ManagerError> {
         Ok(())
+    }
+
+    /// Any other verified event: `EVENT_CREATED`, `EVENT_UPDATED`, `RESOURCE_*`, the `ALL`
+    /// test ping, event types newer than this service, and Waldur events that neither
+    /// configure nor release; never START, END or DELETED, nor a booking of another resource
+    /// type. Use it to trigger a workflow on, say, `RESOURCE_STATUS_CHANGED`.
+    ///
+    /// `event.body` is the raw JSON; [`OtherEvent::parse`] reads it. `EVENT_*` and
+    /// `RESOURCE_*` events come for every resource type: [`OtherEvent::is_ours`] tells.
+    ///
+    /// Return `Ok(None)` for events you do not handle (the reply stays 200 `ignored`, as
+    /// without this method), `Ok(Some(outcome))` for 200 `handled`, an error for 5xx
+    /// `failed`. There is no user to notify, so the outcome's message (cut to 500
+    /// characters) is the reply's message and lands in the sender's webhook log: like an
+    /// error's, it must hold no secret.
+    ///
+    /// The call is not recorded in the ledger: it is made once per delivery, never retried,
+    /// and a repeated delivery calls it again. It should finish within `PROCESSING_BUDGET`;
+    /// a longer call is answered 202 and finishes in the background.
+    async fn on_event(&self, event: &OtherEvent<'_>) -> Result<Option<Outcome>, ManagerError> {
+        let _ = event;
+        Ok(None)
     }
 }
 

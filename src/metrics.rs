@@ -162,12 +162,13 @@ impl Metrics {
     }
 }
 
-/// The contract's event types, `unknown` before the body was read, `other` for anything else.
+/// The contract's event types, `waldur` for every Waldur event, `unknown` before the body was
+/// read, `other` for anything else.
 pub fn event_type_label(event_type: &str) -> &'static str {
     if event_type.is_empty() {
         return "unknown";
     }
-    const KNOWN: [&str; 10] = [
+    const KNOWN: [&str; 11] = [
         "EVENT_START",
         "EVENT_END",
         "EVENT_DELETED",
@@ -178,6 +179,7 @@ pub fn event_type_label(event_type: &str) -> &'static str {
         "RESOURCE_STATUS_CHANGED",
         "RESOURCE_DELETED",
         "ALL",
+        "waldur",
     ];
     KNOWN
         .into_iter()

@@ -1,4 +1,5 @@
-//! Turns a verified raw body into a [`Delivery`]: a booking to act on, or a reason to ignore it.
+//! Turns a verified raw body into a [`Delivery`]: a booking to act on, an event for the
+//! manager's hook, or a reason to ignore it.
 //!
 //! The sender uses two shapes: START/END are flat (`eventId`, `resourceType`, ...), everything
 //! the back end sends itself is nested (`{eventType, timestamp, webhookId, data}`). The body is
@@ -44,6 +45,17 @@ pub enum Action {
     ReleaseIfActive,
 }
 
+impl Action {
+    /// The reservation system's event type that asks for this.
+    pub fn event_type(self) -> &'static str {
+        match self {
+            Action::Configure => "EVENT_START",
+            Action::Release => "EVENT_END",
+            Action::ReleaseIfActive => "EVENT_DELETED",
+        }
+    }
+}
+
 /// A parsed delivery.
 // Lives for one request and is moved once; boxing the large variant would only add an
 // allocation to the hot path.
@@ -61,7 +73,11 @@ pub enum Delivery {
         /// When the sender says it sent the event (the signed `timestamp`).
         sent_at: Option<DateTime<Utc>>,
     },
-    /// Anything else: answered 2xx with the reason, never acted on.
+    /// Any other event type: offered to the manager's
+    /// [hook](crate::manager::ResourceManager::on_event), and ignored with `reason` when the
+    /// hook does not handle it.
+    Other { event_type: String, reason: String },
+    /// A booking event for another resource type: answered 2xx with the reason, never acted on.
     Ignored { event_type: String, reason: String },
 }
 
@@ -80,7 +96,7 @@ pub fn parse(body: &[u8], ours: impl Fn(&str) -> bool) -> Result<Delivery, Paylo
         "EVENT_DELETED" => Action::ReleaseIfActive,
         other => {
             let reason = ignore_reason(other);
-            return Ok(Delivery::Ignored {
+            return Ok(Delivery::Other {
                 event_type: wire.event_type,
                 reason,
             });
@@ -134,28 +150,44 @@ fn ignore_reason(event_type: &str) -> String {
 }
 
 /// A failed parse of the whole body: say whether it was JSON at all, or which field was wrong.
-/// An unrecognised event type whose fields have unexpected types is still ignored, not refused.
+/// An unrecognised event type whose fields have unexpected types is still offered to the hook,
+/// not refused.
 fn classify_failure(body: &[u8], err: FieldError) -> Result<Delivery, PayloadError> {
+    let map = object(body)?;
+    match map.get("eventType") {
+        Some(Value::String(t))
+            if !matches!(t.as_str(), "EVENT_START" | "EVENT_END" | "EVENT_DELETED") =>
+        {
+            Ok(Delivery::Other {
+                event_type: t.clone(),
+                reason: ignore_reason(t),
+            })
+        }
+        _ => Err(err.into()),
+    }
+}
+
+/// Reads a body that must be a JSON object, saying what it is when it is not.
+pub(crate) fn object(body: &[u8]) -> Result<serde_json::Map<String, Value>, PayloadError> {
+    if body.trim_ascii().is_empty() {
+        return Err(PayloadError::Empty);
+    }
     match serde_json::from_slice::<Value>(body) {
         Err(e) => Err(PayloadError::InvalidJson(e.to_string())),
-        Ok(Value::Object(map)) => match map.get("eventType") {
-            Some(Value::String(t))
-                if !matches!(t.as_str(), "EVENT_START" | "EVENT_END" | "EVENT_DELETED") =>
-            {
-                Ok(Delivery::Ignored {
-                    event_type: t.clone(),
-                    reason: ignore_reason(t),
-                })
-            }
-            _ => Err(err.into()),
-        },
-        Ok(other) => Err(PayloadError::NotAnObject(match other {
-            Value::Array(_) => "an array",
-            Value::String(_) => "a string",
-            Value::Number(_) => "a number",
-            Value::Bool(_) => "a boolean",
-            _ => "null",
-        })),
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(other) => Err(PayloadError::NotAnObject(json_kind(&other))),
+    }
+}
+
+/// The kind of a JSON value, with its article, for messages.
+pub(crate) fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Array(_) => "an array",
+        Value::String(_) => "a string",
+        Value::Number(_) => "a number",
+        Value::Bool(_) => "a boolean",
+        Value::Object(_) => "an object",
+        Value::Null => "null",
     }
 }
 
@@ -445,8 +477,14 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_event_type_with_odd_fields_is_ignored_not_refused() {
+    fn an_unknown_event_type_with_odd_fields_goes_to_the_hook_not_refused() {
         let d = parse_str(r#"{"eventType":"EVENT_MOVED","eventId":{"a":1}}"#).unwrap();
+        assert!(matches!(d, Delivery::Other { .. }), "{d:?}");
+    }
+
+    #[test]
+    fn a_start_for_another_resource_type_is_ignored_without_the_hook() {
+        let d = parse_str(r#"{"eventType":"EVENT_START","resourceType":"Room"}"#).unwrap();
         assert!(matches!(d, Delivery::Ignored { .. }), "{d:?}");
     }
 

@@ -1,9 +1,10 @@
 //! **Your resource manager: the one file to edit.**
 //!
 //! The service calls [`Manager::configure`] when a booking of this webhook's resource type
-//! starts and [`Manager::release`] when it ends or is deleted. Everything else (signatures,
-//! parsing, filtering by resource type, never configuring a booking twice, reporting back,
-//! health, metrics) is done for you.
+//! starts and [`Manager::release`] when it ends or is deleted, whether the booking came from
+//! the reservation system or from a Waldur order (`docs/sources.md`). Everything else
+//! (signatures, parsing, filtering by resource type, never configuring a booking twice,
+//! reporting back, health, metrics) is done for you.
 //!
 //! This default implementation changes nothing: it logs what it would do and keeps the
 //! bookings it would have configured in memory. To make it real:
@@ -23,6 +24,9 @@
 //!    a crash, or for a booking whose `configure` was cut short or failed: clean up whatever
 //!    is there.
 //! 6. Optionally, make `ready` check that the backend answers, for `GET /readyz`.
+//! 7. Optionally, implement `on_event` to act on the other events (`RESOURCE_STATUS_CHANGED`,
+//!    the `ALL` ping, Waldur events that neither configure nor release); by default they are
+//!    acknowledged as ignored.
 //!
 //! `examples/` has complete managers for PostgreSQL, containers, API keys and switch ports.
 

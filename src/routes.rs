@@ -1,10 +1,12 @@
-//! The HTTP surface: `POST /webhook`, `GET /healthz`, `GET /readyz`, `GET /metrics`, and
-//! `GET /bookings/{id}` ([`admin`](crate::admin)).
+//! The HTTP surface: `POST /webhook`, `POST /waldur` when configured, `GET /healthz`,
+//! `GET /readyz`, `GET /metrics`, and `GET /bookings/{id}` ([`admin`](crate::admin)).
 //!
 //! A delivery goes through five gates in order, each with its own status: the body is read
 //! within the size limit (413), its signature is checked on the raw bytes (401), it is
 //! parsed (400), a booking event's signed timestamp must be within `REPLAY_TOLERANCE`
-//! (409), and only then does it reach [`dispatch`](crate::dispatch).
+//! (409), and only then does it reach [`dispatch`](crate::dispatch), or the manager's
+//! [hook](crate::hook) for other events. A Waldur delivery is admitted by its address (403)
+//! and token (401) before its body is read, and has no signature or timestamp to check.
 
 use std::sync::Arc;
 
@@ -15,32 +17,47 @@ use serde_json::json;
 use tracing::{Instrument, field};
 
 use crate::dispatch::{self, BookingEvent};
+use crate::hook::{self, Source};
 use crate::payload::{self, Delivery};
 use crate::reply::Reply;
 use crate::startup::AppState;
+use crate::waldur;
 
-/// The service's routes, with `state` available to every handler.
+/// The service's routes, with `state` available to every handler. `POST /waldur` exists only
+/// when it is configured, so it is a 404 otherwise.
 pub fn routes(state: Arc<AppState>) -> impl Endpoint {
-    Route::new()
+    let mut route = Route::new()
         .at("/webhook", post(webhook))
         .at("/healthz", get(healthz))
         .at("/readyz", get(readyz))
         .at("/metrics", get(metrics))
-        .at("/bookings/:id", get(crate::admin::booking))
-        .data(state)
+        .at("/bookings/:id", get(crate::admin::booking));
+    if state.config.waldur.is_some() {
+        route = route.at("/waldur", post(waldur_events));
+    }
+    route.data(state)
 }
 
 #[handler]
 async fn webhook(req: &Request, body: Body, Data(state): Data<&Arc<AppState>>) -> Reply {
+    logged("reservation_system", receive(req, body, state.clone())).await
+}
+
+#[handler]
+async fn waldur_events(req: &Request, body: Body, Data(state): Data<&Arc<AppState>>) -> Reply {
+    logged("waldur", receive_waldur(req, body, state.clone())).await
+}
+
+/// Runs a delivery from `source` in a span of its own and logs how it was answered.
+async fn logged(source: &'static str, work: impl Future<Output = Reply>) -> Reply {
     let span = tracing::info_span!(
         "delivery",
+        source,
         event_type = field::Empty,
         event_id = field::Empty,
         resource_id = field::Empty,
     );
-    let reply = receive(req, body, state.clone())
-        .instrument(span.clone())
-        .await;
+    let reply = work.instrument(span.clone()).await;
     span.in_scope(|| {
         tracing::info!(
             status = reply.code.as_u16(),
@@ -52,29 +69,84 @@ async fn webhook(req: &Request, body: Body, Data(state): Data<&Arc<AppState>>) -
     reply
 }
 
-async fn receive(req: &Request, body: Body, state: Arc<AppState>) -> Reply {
+/// Reads the body within `MAX_BODY_BYTES`: 413 beyond it, whether declared or not.
+async fn read_body(req: &Request, body: Body, state: &AppState) -> Result<bytes::Bytes, Reply> {
     let limit = state.config.max_body_bytes;
     let declared = req
         .header(header::CONTENT_LENGTH)
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return rejected(&state, too_large(limit));
+        return Err(too_large(limit));
     }
-    let bytes = match body.into_bytes_limit(limit).await {
+    match body.into_bytes_limit(limit).await {
+        Ok(bytes) => Ok(bytes),
+        Err(poem::error::ReadBodyError::PayloadTooLarge) => Err(too_large(limit)),
+        Err(e) => Err(Reply::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            format!("cannot read body: {e}"),
+        )),
+    }
+}
+
+async fn receive_waldur(req: &Request, body: Body, state: Arc<AppState>) -> Reply {
+    let settings = state
+        .config
+        .waldur
+        .as_ref()
+        .expect("the route exists only when Waldur is configured");
+    if let Err(reply) = settings.admit(req) {
+        tracing::warn!(peer = %req.remote_addr(), message = %reply.body.message, "Waldur delivery refused");
+        return rejected(&state, reply);
+    }
+    let bytes = match read_body(req, body, &state).await {
         Ok(bytes) => bytes,
-        Err(poem::error::ReadBodyError::PayloadTooLarge) => {
-            return rejected(&state, too_large(limit));
-        }
+        Err(reply) => return rejected(&state, reply),
+    };
+    let delivery = match waldur::parse(&bytes, settings) {
+        Ok(delivery) => delivery,
         Err(e) => {
             return rejected(
                 &state,
-                Reply::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid",
-                    format!("cannot read body: {e}"),
-                ),
+                Reply::new(StatusCode::BAD_REQUEST, "invalid", e.to_string()),
             );
         }
+    };
+    let span = tracing::Span::current();
+    match delivery {
+        waldur::Delivery::Ignored { event_type, reason } => {
+            span.record("event_type", event_type.as_str());
+            state.metrics.delivery("waldur", "ignored");
+            Reply::ok("ignored", reason)
+        }
+        waldur::Delivery::Other { event_type, reason } => {
+            span.record("event_type", event_type.as_str());
+            hook::offer(state, Source::Waldur, event_type, reason, bytes).await
+        }
+        waldur::Delivery::Booking {
+            action,
+            event_type,
+            reservation,
+        } => {
+            span.record("event_type", event_type);
+            let event = BookingEvent {
+                action,
+                event_type,
+                source: Source::Waldur,
+                reservation,
+                webhook_id: None,
+                start_notified: false,
+                body: bytes,
+            };
+            run_booking(state, event).await
+        }
+    }
+}
+
+async fn receive(req: &Request, body: Body, state: Arc<AppState>) -> Reply {
+    let bytes = match read_body(req, body, &state).await {
+        Ok(bytes) => bytes,
+        Err(reply) => return rejected(&state, reply),
     };
 
     if let Some(keys) = &state.config.keys
@@ -102,6 +174,10 @@ async fn receive(req: &Request, body: Body, state: Arc<AppState>) -> Reply {
             state.metrics.delivery(&event_type, "ignored");
             Reply::ok("ignored", reason)
         }
+        Delivery::Other { event_type, reason } => {
+            tracing::Span::current().record("event_type", event_type.as_str());
+            hook::offer(state, Source::ReservationSystem, event_type, reason, bytes).await
+        }
         Delivery::Booking {
             action,
             reservation,
@@ -113,41 +189,43 @@ async fn receive(req: &Request, body: Body, state: Arc<AppState>) -> Reply {
                 dispatch::check_fresh(sent_at, state.config.replay_tolerance, chrono::Utc::now())
             {
                 tracing::warn!(message = %reply.body.message, "replay refused");
-                state.metrics.delivery(
-                    match action {
-                        payload::Action::Configure => "EVENT_START",
-                        payload::Action::Release => "EVENT_END",
-                        payload::Action::ReleaseIfActive => "EVENT_DELETED",
-                    },
-                    reply.body.status,
-                );
+                state
+                    .metrics
+                    .delivery(action.event_type(), reply.body.status);
                 return reply.for_event(&reservation.event_id);
             }
-            let span = tracing::Span::current();
-            span.record("event_id", reservation.event_id.as_str());
-            span.record("resource_id", reservation.resource.id);
+            tracing::Span::current().record("event_type", action.event_type());
             let event = BookingEvent {
                 action,
+                event_type: action.event_type(),
+                source: Source::ReservationSystem,
                 reservation,
                 webhook_id,
                 start_notified,
                 body: bytes,
             };
-            // The work runs in its own task so that it finishes even if the sender hangs
-            // up; shutdown waits for it.
-            let task = state
-                .tasks
-                .spawn(dispatch::booking(state.clone(), event).instrument(span));
-            task.await.unwrap_or_else(|e| {
-                tracing::error!(error = %e, "booking task failed");
-                Reply::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "failed",
-                    "internal error while handling the booking",
-                )
-            })
+            run_booking(state, event).await
         }
     }
+}
+
+/// Hands a booking event to [`dispatch`] in a task of its own, so that its work finishes
+/// even if the sender hangs up; shutdown waits for it.
+async fn run_booking(state: Arc<AppState>, event: BookingEvent) -> Reply {
+    let span = tracing::Span::current();
+    span.record("event_id", event.reservation.event_id.as_str());
+    span.record("resource_id", event.reservation.resource.id);
+    let task = state
+        .tasks
+        .spawn(dispatch::booking(state.clone(), event).instrument(span));
+    task.await.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "booking task failed");
+        Reply::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "failed",
+            "internal error while handling the booking",
+        )
+    })
 }
 
 fn too_large(limit: usize) -> Reply {

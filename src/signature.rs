@@ -2,8 +2,9 @@
 //!
 //! The reservation system sends `X-Webhook-Signature: <Base64 of HMAC-SHA256(secret, body)>`
 //! with the secret's UTF-8 bytes as the key. Lower-case hex, a `sha256=` prefix and the
-//! GitHub-style `X-Hub-Signature-256` header are accepted too. Every configured key is
-//! tried, so a secret can be rotated without dropping events.
+//! GitHub-style `X-Hub-Signature-256` header are accepted too. A [`Preset`] names the other
+//! senders' conventions (`SIGNATURE_PRESET`). Every configured key is tried, so a secret can
+//! be rotated without dropping events.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -22,11 +23,68 @@ pub const HUB_SIGNATURE_HEADER: &str = "x-hub-signature-256";
 /// Length of an HMAC-SHA256 tag in bytes.
 const TAG_LEN: usize = 32;
 
+/// A sender's signing convention: which header carries the signature, and whether the
+/// secret is Base64-decoded before it is used as the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// The reservation system: `X-Webhook-Signature` (Base64), the secret's UTF-8 bytes as
+    /// the key. `X-Hub-Signature-256` is accepted too.
+    ReservationSystem,
+    /// GitHub: `X-Hub-Signature-256: sha256=<hex>`, the secret's UTF-8 bytes as the key.
+    Github,
+    /// Agent registries: `X-Hub-Signature-256: sha256=<hex>`, the secret Base64-decoded first.
+    AgentRegistry,
+}
+
+impl Preset {
+    /// Every preset, as `SIGNATURE_PRESET` names them.
+    pub const ALL: [Preset; 3] = [Self::ReservationSystem, Self::Github, Self::AgentRegistry];
+
+    /// The name `SIGNATURE_PRESET` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ReservationSystem => "reservation-system",
+            Self::Github => "github",
+            Self::AgentRegistry => "agent-registry",
+        }
+    }
+
+    /// Reads a `SIGNATURE_PRESET` value, ignoring case and surrounding spaces.
+    pub fn parse(text: &str) -> Option<Self> {
+        let text = text.trim();
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(text))
+    }
+
+    /// Whether the configured secret is Base64 text to decode into the key.
+    pub fn decodes_secret(self) -> bool {
+        self == Self::AgentRegistry
+    }
+
+    /// The headers a signature is looked for in, in order.
+    fn headers(self) -> &'static [&'static str] {
+        match self {
+            Self::ReservationSystem => &[SIGNATURE_HEADER, HUB_SIGNATURE_HEADER],
+            Self::Github | Self::AgentRegistry => &[HUB_SIGNATURE_HEADER],
+        }
+    }
+
+    /// What a request without a signature is told to send.
+    fn expected(self) -> &'static str {
+        match self {
+            Self::ReservationSystem => "X-Webhook-Signature (or X-Hub-Signature-256)",
+            Self::Github | Self::AgentRegistry => "X-Hub-Signature-256: sha256=<hex>",
+        }
+    }
+}
+
 /// Why a request's signature was refused. Every variant is a 401.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SignatureError {
-    #[error("missing signature: send X-Webhook-Signature (or X-Hub-Signature-256)")]
-    Missing,
+    /// No signature header; names the header the configured preset expects.
+    #[error("missing signature: send {0}")]
+    Missing(&'static str),
     #[error("malformed signature: expected Base64 or hex of a 32-byte HMAC-SHA256")]
     Malformed,
     #[error("signature does not match the body")]
@@ -39,24 +97,45 @@ impl poem::error::ResponseError for SignatureError {
     }
 }
 
-/// The keys a webhook accepts signatures from. The first one signs outgoing reports.
+/// The keys a webhook accepts signatures from, and the preset saying where to find them.
+/// The first key signs outgoing reports.
 #[derive(Clone)]
-pub struct Keys(Vec<SecretSlice<u8>>);
+pub struct Keys {
+    keys: Vec<SecretSlice<u8>>,
+    preset: Preset,
+}
 
 impl Keys {
-    /// `keys` must hold at least one key; [`Config`](crate::config::Config) ensures it.
+    /// Keys for the reservation system's convention. `keys` must hold at least one key;
+    /// [`Config`](crate::config::Config) ensures it.
     pub fn new(keys: Vec<Vec<u8>>) -> Self {
-        Self(keys.into_iter().map(SecretSlice::from).collect())
+        Self {
+            keys: keys.into_iter().map(SecretSlice::from).collect(),
+            preset: Preset::ReservationSystem,
+        }
+    }
+
+    /// The same keys, checked in the headers `preset` names. The keys are used as given:
+    /// decoding a Base64 secret is the configuration's job.
+    pub fn with_preset(mut self, preset: Preset) -> Self {
+        self.preset = preset;
+        self
+    }
+
+    pub fn preset(&self) -> Preset {
+        self.preset
     }
 
     /// Checks the signature header of a request against its raw body.
     pub fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), SignatureError> {
-        let header = headers
-            .get(SIGNATURE_HEADER)
-            .or_else(|| headers.get(HUB_SIGNATURE_HEADER))
-            .ok_or(SignatureError::Missing)?;
+        let header = self
+            .preset
+            .headers()
+            .iter()
+            .find_map(|name| headers.get(*name))
+            .ok_or(SignatureError::Missing(self.preset.expected()))?;
         let tag = decode_tag(header.as_bytes())?;
-        let matches = self.0.iter().any(|key| {
+        let matches = self.keys.iter().any(|key| {
             mac(key.expose_secret(), body)
                 .verify_slice(&tag[..])
                 .is_ok()
@@ -68,16 +147,39 @@ impl Keys {
         }
     }
 
-    /// The `X-Webhook-Signature` value for `body`, signed with the first key.
+    /// The `X-Webhook-Signature` value for `body`, signed with the first key: what the
+    /// reservation system's back end checks on reports, whatever the preset.
     pub fn sign(&self, body: &[u8]) -> String {
-        let tag = mac(self.0[0].expose_secret(), body).finalize().into_bytes();
-        STANDARD.encode(tag)
+        STANDARD.encode(self.tag(body))
+    }
+
+    /// The header and value a sender of this preset would put on `body`, for `send`.
+    pub fn signature_header(&self, body: &[u8]) -> (&'static str, String) {
+        match self.preset {
+            Preset::ReservationSystem => (SIGNATURE_HEADER, self.sign(body)),
+            Preset::Github | Preset::AgentRegistry => (
+                HUB_SIGNATURE_HEADER,
+                format!("sha256={}", hex::encode(self.tag(body))),
+            ),
+        }
+    }
+
+    fn tag(&self, body: &[u8]) -> [u8; TAG_LEN] {
+        mac(self.keys[0].expose_secret(), body)
+            .finalize()
+            .into_bytes()
+            .into()
     }
 }
 
 impl std::fmt::Debug for Keys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Keys([{} redacted])", self.0.len())
+        write!(
+            f,
+            "Keys([{} redacted], {})",
+            self.keys.len(),
+            self.preset.as_str()
+        )
     }
 }
 
@@ -168,9 +270,39 @@ mod tests {
                 "{bad:?}"
             );
         }
-        assert_eq!(
+        assert!(matches!(
             k.verify(&HeaderMap::new(), b""),
-            Err(SignatureError::Missing)
+            Err(SignatureError::Missing(_))
+        ));
+    }
+
+    #[test]
+    fn a_hub_preset_looks_only_at_x_hub_signature_256_and_signs_there() {
+        let k = keys("s").with_preset(Preset::Github);
+        let (name, value) = k.signature_header(b"{}");
+        assert_eq!(name, HUB_SIGNATURE_HEADER);
+        assert!(value.starts_with("sha256=") && value.len() == 71, "{value}");
+        assert_eq!(
+            k.verify(&headers(HUB_SIGNATURE_HEADER, &value), b"{}"),
+            Ok(())
         );
+        let err = k
+            .verify(&headers(SIGNATURE_HEADER, &k.sign(b"{}")), b"{}")
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "missing signature: send X-Hub-Signature-256: sha256=<hex>"
+        );
+    }
+
+    #[test]
+    fn presets_are_read_by_name_ignoring_case() {
+        for p in Preset::ALL {
+            assert_eq!(
+                Preset::parse(&format!(" {} ", p.as_str().to_uppercase())),
+                Some(p)
+            );
+        }
+        assert_eq!(Preset::parse("gitlab"), None);
     }
 }

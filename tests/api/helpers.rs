@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use tokio::sync::oneshot;
 use webhook::config::Config;
+use webhook::hook::{OtherEvent, Source};
 use webhook::manager::{ManagerError, Outcome, ResourceManager};
 use webhook::reservation::Reservation;
 use webhook::signature::{Keys, SIGNATURE_HEADER};
@@ -126,9 +127,24 @@ impl TestApp {
 
     /// Posts `body` with exactly the given headers (plus the JSON content type).
     pub async fn post_with(&self, body: &[u8], headers: &[(&str, &str)]) -> reqwest::Response {
+        self.post_to("/webhook", body, headers).await
+    }
+
+    /// Posts `body` to `POST /waldur` with the given headers, as Waldur (or its proxy) does.
+    pub async fn post_waldur(&self, body: &[u8], headers: &[(&str, &str)]) -> reqwest::Response {
+        self.post_to("/waldur", body, headers).await
+    }
+
+    /// Posts `body` to `path` with the given headers (plus the JSON content type).
+    pub async fn post_to(
+        &self,
+        path: &str,
+        body: &[u8],
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
         let mut request = self
             .client
-            .post(format!("{}/webhook", self.address))
+            .post(format!("{}{path}", self.address))
             .header("content-type", "application/json");
         for (name, value) in headers {
             request = request.header(*name, *value);
@@ -203,9 +219,36 @@ pub enum Call {
     Release(String),
 }
 
+/// An event the manager's hook received, as it saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenEvent {
+    pub source: Source,
+    pub event_type: String,
+    pub body: Vec<u8>,
+    /// What [`OtherEvent::is_ours`] said.
+    pub ours: Option<bool>,
+}
+
+/// How a [`RecordingManager`]'s hook answers.
+#[derive(Debug, Clone)]
+pub enum HookAnswer {
+    /// Does not handle the event (the default method's answer).
+    Pass,
+    Handled(String),
+    /// Fails with (transient?, message).
+    Fail(bool, String),
+    /// Takes this long, then handles it.
+    Slow(Duration),
+}
+
 /// A manager that records its calls and behaves as told: the test double for the trait.
 #[derive(Default)]
 pub struct RecordingManager {
+    /// Events the hook received, in order.
+    pub events: Mutex<Vec<SeenEvent>>,
+    /// Hook calls that have returned.
+    pub events_done: Mutex<usize>,
+    hook_answer: Mutex<Option<HookAnswer>>,
     calls: Mutex<Vec<Call>>,
     /// When set, every call fails with this (transient?, message).
     failure: Mutex<Option<(bool, String)>>,
@@ -237,6 +280,15 @@ impl RecordingManager {
 
     pub fn delay_each_call(&self, delay: Duration) {
         *self.delay.lock().unwrap() = delay;
+    }
+
+    /// How the hook answers from now on.
+    pub fn answer_events(&self, answer: HookAnswer) {
+        *self.hook_answer.lock().unwrap() = Some(answer);
+    }
+
+    pub fn events(&self) -> Vec<SeenEvent> {
+        self.events.lock().unwrap().clone()
     }
 
     async fn call(&self, call: Call, r: &Reservation) -> Result<Outcome, ManagerError> {
@@ -277,5 +329,27 @@ impl ResourceManager for RecordingManager {
             Some((_, m)) => Err(ManagerError::transient(m)),
             None => Ok(()),
         }
+    }
+
+    async fn on_event(&self, event: &OtherEvent<'_>) -> Result<Option<Outcome>, ManagerError> {
+        self.events.lock().unwrap().push(SeenEvent {
+            source: event.source,
+            event_type: event.event_type.to_owned(),
+            body: event.body.to_vec(),
+            ours: event.is_ours(),
+        });
+        let answer = self.hook_answer.lock().unwrap().clone();
+        let result = match answer.unwrap_or(HookAnswer::Pass) {
+            HookAnswer::Pass => Ok(None),
+            HookAnswer::Handled(m) => Ok(Some(Outcome::new(m))),
+            HookAnswer::Fail(true, m) => Err(ManagerError::transient(m)),
+            HookAnswer::Fail(false, m) => Err(ManagerError::permanent(m)),
+            HookAnswer::Slow(d) => {
+                tokio::time::sleep(d).await;
+                Ok(Some(Outcome::new("done slowly")))
+            }
+        };
+        *self.events_done.lock().unwrap() += 1;
+        result
     }
 }

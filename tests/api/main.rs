@@ -3,9 +3,12 @@
 mod bad_input;
 mod contract;
 mod helpers;
+mod hook;
 mod lifecycle;
 mod outbox;
+mod presets;
 mod replay;
 mod report;
 mod retries;
 mod status;
+mod waldur;

@@ -42,15 +42,17 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// A signed event body for `mode`, unique per `n`.
+/// A signed event body for `mode`, unique per `id`. Each booking is of its own resource, as
+/// bookings that overlap in time are: bookings of one resource are worked on one at a time.
 fn body(mode: &str, event_type: &str, id: u64, resource_type: &str) -> Vec<u8> {
     let kind = if mode == "ignored" {
         "Not This Type"
     } else {
         resource_type
     };
+    let resource = id % 1_000_000_000;
     format!(
-        r#"{{"eventType":"{event_type}","timestamp":"2026-11-23T09:55:00Z","eventId":"{id}","webhookId":7,"userId":"5f0c1e2a-8b7d-4c3e-9a61-2d4f6b8e0a13","username":"alice","eventStart":"2026-11-23T10:00:00Z","eventEnd":"2026-11-23T12:00:00Z","customParameters":"{{\"vlan_id\":\"100\"}}","resourceId":42,"resourceName":"sw1-port-3","resourceType":"{kind}"}}"#
+        r#"{{"eventType":"{event_type}","timestamp":"2026-11-23T09:55:00Z","eventId":"{id}","webhookId":7,"userId":"5f0c1e2a-8b7d-4c3e-9a61-2d4f6b8e0a13","username":"alice","eventStart":"2026-11-23T10:00:00Z","eventEnd":"2026-11-23T12:00:00Z","customParameters":"{{\"vlan_id\":\"100\"}}","resourceId":{resource},"resourceName":"port-{resource}","resourceType":"{kind}"}}"#
     )
     .into_bytes()
 }

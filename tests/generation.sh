@@ -33,7 +33,8 @@ serve_and_send() { # dir binary resource_type
   local dir=$1 bin=$2 type=$3 port="" log="$work/$2.server.log"
   cp "$dir/.env.example" "$dir/.env"
   # Port 0: the OS picks a free port, which the service logs.
-  (cd "$dir" && PORT=0 HOST=127.0.0.1 exec "$CARGO_TARGET_DIR/debug/$bin" >"$log" 2>&1) &
+  # The ledger goes outside the project, which the --git comparison below expects as generated.
+  (cd "$dir" && PORT=0 HOST=127.0.0.1 DATA_DIR="$work/$bin.data" exec "$CARGO_TARGET_DIR/debug/$bin" >"$log" 2>&1) &
   server_pid=$!
   for _ in $(seq 1 100); do
     port=$(sed -n 's/.*listening.*port=\([0-9]*\).*/\1/p' "$log" | head -n 1)
@@ -43,10 +44,10 @@ serve_and_send() { # dir binary resource_type
   [ -n "$port" ] || fail "$bin did not start: $(cat "$log")"
   grep -q "\"service\":\"$bin\"" "$work/health.json" || fail "$bin /healthz: $(cat "$work/health.json")"
   local reply
-  reply=$(cd "$dir" && PORT=$port RESOURCE_TYPE="$type" "$CARGO_TARGET_DIR/debug/$bin" send --event start) ||
+  reply=$(cd "$dir" && PORT=$port DATA_DIR="$work/$bin.data" RESOURCE_TYPE="$type" "$CARGO_TARGET_DIR/debug/$bin" send --event start) ||
     fail "$bin send: $reply"
   echo "$reply" | grep -q '"status":"configured"' || fail "$bin did not configure: $reply"
-  reply=$(cd "$dir" && PORT=$port RESOURCE_TYPE="$type" "$CARGO_TARGET_DIR/debug/$bin" send --event end) ||
+  reply=$(cd "$dir" && PORT=$port DATA_DIR="$work/$bin.data" RESOURCE_TYPE="$type" "$CARGO_TARGET_DIR/debug/$bin" send --event end) ||
     fail "$bin send: $reply"
   echo "$reply" | grep -q '"status":"released"' || fail "$bin did not release: $reply"
   kill -TERM "$server_pid"

@@ -314,12 +314,7 @@ async fn odd_ids_give_distinct_users_whose_keys_work() {
 
 #[test]
 fn settings_errors_name_the_variable() {
-    let vars = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    };
+    use crate::vars;
 
     let missing = Settings::from_vars(vars(&[("REDIS_ADMIN_URL", "redis://r")])).unwrap_err();
     assert_eq!(

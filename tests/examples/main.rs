@@ -20,3 +20,12 @@ mod container;
 
 #[cfg(feature = "ovs")]
 mod switch_port;
+
+/// Settings as the `(name, value)` pairs the examples' `from_vars` take.
+#[cfg(any(feature = "postgres", feature = "redis"))]
+fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}

@@ -386,12 +386,7 @@ async fn odd_usernames_and_ids_give_distinct_valid_names_that_work() {
 
 #[test]
 fn settings_errors_name_the_variable() {
-    let vars = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    };
+    use crate::vars;
 
     let missing = Settings::from_vars(vars(&[("PG_PUBLIC_HOST", "db")])).unwrap_err();
     assert_eq!(

@@ -341,10 +341,13 @@ async fn the_webhook_creates_the_key_on_start_and_deletes_it_on_end() {
     let manager = Arc::new(manager(&redis).await);
     let app = helpers::spawn_app_with(&[("RESOURCE_TYPE", "API Key")], manager).await;
     let event = |name: &str| {
-        let mut body: serde_json::Value = serde_json::from_slice(&helpers::fixture(name)).unwrap();
-        body["resourceType"] = json!("API Key");
-        body["customParameters"] = json!("{\"scopes\":\"read\"}");
-        serde_json::to_vec(&body).unwrap()
+        crate::fixture_with(
+            name,
+            &[
+                ("resourceType", json!("API Key")),
+                ("customParameters", json!("{\"scopes\":\"read\"}")),
+            ],
+        )
     };
     assert_eq!(app.get("/readyz").await.status(), 200);
 

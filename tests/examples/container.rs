@@ -7,12 +7,11 @@ use std::time::Duration;
 
 use bollard::query_parameters::StopContainerOptionsBuilder;
 use chrono::{TimeZone, Utc};
-use serde_json::Value;
 use webhook::manager::ResourceManager;
 use webhook::reservation::{Parameters, Reservation, Resource, User};
 
 use crate::backends::docker::{Engine, IMAGE};
-use crate::helpers::{fixture, json, spawn_app_with};
+use crate::helpers::{json, spawn_app_with};
 
 #[allow(dead_code)]
 #[path = "../../examples/container.rs"]
@@ -274,12 +273,18 @@ async fn the_webhook_starts_a_container_on_start_and_removes_it_on_end(engine: A
     let booking_id = id(&engine, "webhook");
     let name = container_name(&booking_id);
     let event = |file: &str| {
-        let mut body: Value = serde_json::from_slice(&fixture(file)).unwrap();
-        body["eventId"] = booking_id.clone().into();
-        body["resourceType"] = "Container".into();
-        body["resourceName"] = "container".into();
-        body["customParameters"] = r#"{"memory":"32m","cpus":"0.25"}"#.into();
-        serde_json::to_vec(&body).unwrap()
+        crate::fixture_with(
+            file,
+            &[
+                ("eventId", booking_id.clone().into()),
+                ("resourceType", "Container".into()),
+                ("resourceName", "container".into()),
+                (
+                    "customParameters",
+                    r#"{"memory":"32m","cpus":"0.25"}"#.into(),
+                ),
+            ],
+        )
     };
     let manager = Container::new(settings(&engine)).unwrap();
     let app = spawn_app_with(&[("RESOURCE_TYPE", "Container")], Arc::new(manager)).await;

@@ -446,10 +446,13 @@ async fn the_webhook_creates_the_database_on_start_and_drops_it_on_end() {
     let manager = Arc::new(manager(&pg).await);
     let app = helpers::spawn_app_with(&[("RESOURCE_TYPE", "PostgreSQL Database")], manager).await;
     let event = |name: &str| {
-        let mut body: serde_json::Value = serde_json::from_slice(&helpers::fixture(name)).unwrap();
-        body["resourceType"] = json!("PostgreSQL Database");
-        body["customParameters"] = json!("{\"connections\":\"2\"}");
-        serde_json::to_vec(&body).unwrap()
+        crate::fixture_with(
+            name,
+            &[
+                ("resourceType", json!("PostgreSQL Database")),
+                ("customParameters", json!("{\"connections\":\"2\"}")),
+            ],
+        )
     };
     assert_eq!(app.get("/readyz").await.status(), 200);
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use poem::http::StatusCode;
+use tokio::sync::oneshot;
 
 use crate::hook::Source;
 use crate::ledger::{self, Booking, Desired, Finish, Intent, Op, State, StoreError, Verdict};
@@ -101,7 +102,10 @@ pub async fn booking(state: Arc<AppState>, event: BookingEvent) -> Reply {
         event_type,
         body: truncate(&payload, LOG_TEXT_MAX).to_owned(),
     };
-    let (reply, retry_count) = match state.store.record(&intent, ledger::now()).await {
+    // With a free place for the call, the booking is claimed in the same step as the record.
+    let now = ledger::now();
+    let (slot, lease) = state.reconciler.slot(now).unzip();
+    let (reply, retry_count) = match state.store.record(&intent, now, lease).await {
         Err(e) => (unavailable(&e), 0),
         Ok(recorded) => match recorded.verdict {
             Verdict::Done { status, message } => {
@@ -116,10 +120,16 @@ pub async fn booking(state: Arc<AppState>, event: BookingEvent) -> Reply {
             }
             verdict => {
                 let work = verdict == Verdict::Work;
-                if work {
-                    state.reconciler.kick(&id);
-                }
-                settle(&state, &recorded.booking, desired, work).await
+                let result = match (recorded.claim, slot) {
+                    (Some(claim), Some(slot)) => Some(state.reconciler.run_claimed(claim, slot)),
+                    _ => {
+                        if work {
+                            state.reconciler.kick(&id);
+                        }
+                        None
+                    }
+                };
+                settle(&state, &recorded.booking, desired, work, result).await
             }
         },
     };
@@ -153,8 +163,15 @@ pub async fn booking(state: Arc<AppState>, event: BookingEvent) -> Reply {
 }
 
 /// Waits for the booking to settle within the budget and replies with the result, or 202.
-async fn settle(state: &AppState, b: &Booking, desired: Desired, work: bool) -> (Reply, u32) {
-    let settled = match wait(state, &b.id, desired).await {
+/// `result` is the call this delivery claimed, if it did.
+async fn settle(
+    state: &AppState,
+    b: &Booking,
+    desired: Desired,
+    work: bool,
+    result: Option<oneshot::Receiver<Booking>>,
+) -> (Reply, u32) {
+    let settled = match wait(state, &b.id, desired, result).await {
         Ok(Some(settled)) => Some(settled),
         Ok(None) => match state.store.defer(&b.id, ledger::now()).await {
             // It ended between the last look and now: answer with the result after all.
@@ -172,10 +189,24 @@ async fn settle(state: &AppState, b: &Booking, desired: Desired, work: bool) -> 
     }
 }
 
-/// Polls the booking, woken early by the reconciler's signal, until it is settled or no
-/// longer wanted in the state this delivery asked for; `None` when the budget ran out.
-async fn wait(state: &AppState, id: &str, desired: Desired) -> Result<Option<Booking>, StoreError> {
+/// Waits for the booking to be settled or no longer wanted in the state this delivery asked
+/// for: from the claimed call's `result` if there is one, else (or if a retry follows) by
+/// polling the ledger, woken early by the reconciler's signal; `None` when the budget ran out.
+async fn wait(
+    state: &AppState,
+    id: &str,
+    desired: Desired,
+    result: Option<oneshot::Receiver<Booking>>,
+) -> Result<Option<Booking>, StoreError> {
     let deadline = tokio::time::Instant::now() + state.config.processing_budget;
+    let done = |b: &Booking| b.desired != desired || b.settled();
+    if let Some(result) = result {
+        match tokio::time::timeout_at(deadline, result).await {
+            Ok(Ok(b)) if done(&b) => return Ok(Some(b)),
+            Err(_) => return Ok(None),
+            Ok(_) => {}
+        }
+    }
     let signal = state.reconciler.signals.subscribe(id);
     loop {
         let notified = signal.notified();
@@ -184,7 +215,7 @@ async fn wait(state: &AppState, id: &str, desired: Desired) -> Result<Option<Boo
         let Some(b) = state.store.booking(id).await? else {
             return Ok(None);
         };
-        if b.desired != desired || b.settled() {
+        if done(&b) {
             return Ok(Some(b));
         }
         let now = tokio::time::Instant::now();

@@ -11,13 +11,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::Config;
-use crate::ledger::{self, Booking, Claim, Finish, Op, Store};
+use crate::ledger::{self, Booking, Claim, Finish, Lease, Op, Store};
 use crate::manager::ResourceManager;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
@@ -76,6 +76,15 @@ impl Signals {
     }
 }
 
+/// A free place for one manager call, taken before a delivery claims its booking, so that no
+/// claim's lease runs out while it waits for a place.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+}
+
+/// A call cut short by the shutdown deadline.
+struct CutShort;
+
 /// The reconciler of this process.
 pub struct Reconciler {
     store: Arc<dyn Store>,
@@ -97,7 +106,7 @@ pub struct Reconciler {
     stop: CancellationToken,
     /// Cuts running calls short once cancelled (the shutdown deadline passed).
     abort: CancellationToken,
-    slots: Semaphore,
+    slots: Arc<Semaphore>,
 }
 
 impl Reconciler {
@@ -125,13 +134,55 @@ impl Reconciler {
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
             abort: CancellationToken::new(),
-            slots: Semaphore::new(MAX_CONCURRENT_CALLS),
+            slots: Arc::new(Semaphore::new(MAX_CONCURRENT_CALLS)),
         }
     }
 
     /// This process's name in leases.
     pub fn owner(&self) -> &str {
         &self.owner
+    }
+
+    /// A place for a call a delivery may claim with its record, and the lease to claim it
+    /// with; `None` when all places are taken or the service is stopping.
+    pub fn slot(&self, now: ledger::Millis) -> Option<(Slot, Lease<'_>)> {
+        if self.stop.is_cancelled() {
+            return None;
+        }
+        let permit = self.slots.clone().try_acquire_owned().ok()?;
+        let lease = Lease {
+            owner: &self.owner,
+            until: now + LEASE.as_millis() as i64,
+        };
+        Some((Slot { _permit: permit }, lease))
+    }
+
+    /// Makes, in the background, the call a delivery claimed with its record; the receiver
+    /// gets the booking as the recorded result left it. Whatever remains to do (a retry, an
+    /// END that came meanwhile) is then reconciled as usual.
+    pub fn run_claimed(self: &Arc<Self>, claim: Claim, slot: Slot) -> oneshot::Receiver<Booking> {
+        let (done, receiver) = oneshot::channel();
+        let this = self.clone();
+        self.tasks.spawn(async move {
+            let id = claim.booking.id.clone();
+            let called = this.call(claim).await;
+            drop(slot);
+            this.signals.notify(&id);
+            this.wake.notify_one();
+            match called {
+                Ok(Some(b)) if b.settled() => {
+                    let _ = done.send(b);
+                }
+                Ok(b) => {
+                    if let Some(b) = b {
+                        let _ = done.send(b);
+                    }
+                    this.kick(&id);
+                }
+                Err(CutShort) => {}
+            }
+        });
+        receiver
     }
 
     /// Reconciles booking `id` now, in the background.
@@ -219,11 +270,11 @@ impl Reconciler {
                     .await
                 {
                     Ok(Some(claim)) => {
-                        let finished = self.call(claim).await;
+                        let called = self.call(claim).await;
                         self.signals.notify(&id);
                         // Another booking of the resource may have waited for this one.
                         self.wake.notify_one();
-                        if !finished {
+                        if let Err(CutShort) = called {
                             break;
                         }
                         continue;
@@ -248,8 +299,9 @@ impl Reconciler {
         self.running.lock().expect("running lock").remove(&id);
     }
 
-    /// Makes the claimed call and records its result; `false` if it was cut short.
-    async fn call(&self, claim: Claim) -> bool {
+    /// Makes the claimed call and records its result; the booking as it then stands, if the
+    /// result could be recorded.
+    async fn call(&self, claim: Claim) -> Result<Option<Booking>, CutShort> {
         let Claim { op, booking: b } = claim;
         let span = tracing::info_span!(
             "reconcile",
@@ -270,7 +322,7 @@ impl Reconciler {
                     };
                     tokio::select! {
                         result = self.with_lease(&b.id, call) => result,
-                        _ = self.abort.cancelled() => return false,
+                        _ = self.abort.cancelled() => return Err(CutShort),
                     }
                 }
                 Err(e) => Err(crate::manager::ManagerError::permanent(format!(
@@ -309,16 +361,15 @@ impl Reconciler {
                     }
                 }
             };
-            self.record(&b, op, &finish).await;
-            true
+            Ok(self.record(&b, op, &finish).await)
         }
         .instrument(span)
         .await
     }
 
     /// Records a call's result, with the user's notification and, if the delivery was
-    /// answered 202, its audit entry.
-    async fn record(&self, b: &Booking, op: Op, finish: &Finish) {
+    /// answered 202, its audit entry; the booking as it now stands, if recorded.
+    async fn record(&self, b: &Booking, op: Op, finish: &Finish) -> Option<Booking> {
         let reports: Vec<_> = self.reports.result(b, op, finish).into_iter().collect();
         let reply = crate::dispatch::final_reply(&b.id, op, finish);
         let deferred = b.webhook_id.as_deref().and_then(|webhook_id| {
@@ -344,16 +395,21 @@ impl Reconciler {
             )
             .await;
         match recorded {
-            Ok(Some(_)) => {
+            Ok(Some(b)) => {
                 if !reports.is_empty() || deferred.is_some() {
                     self.outbox.wake();
                 }
+                Some(b)
             }
-            Ok(None) => tracing::error!(
-                "the lease was lost during the call (it outlasted {LEASE:?} without renewal): result not recorded; the booking is retried"
-            ),
+            Ok(None) => {
+                tracing::error!(
+                    "the lease was lost during the call (it outlasted {LEASE:?} without renewal): result not recorded; the booking is retried"
+                );
+                None
+            }
             Err(e) => {
-                tracing::error!(error = %e, "cannot record the result; the booking is retried when its lease expires")
+                tracing::error!(error = %e, "cannot record the result; the booking is retried when its lease expires");
+                None
             }
         }
     }

@@ -232,6 +232,15 @@ pub enum Verdict {
 pub struct Recorded {
     pub verdict: Verdict,
     pub booking: Booking,
+    /// The claim taken in the same step, when one was asked for and the work could start.
+    pub claim: Option<Claim>,
+}
+
+/// Who holds a claim, and until when.
+#[derive(Debug, Clone, Copy)]
+pub struct Lease<'a> {
+    pub owner: &'a str,
+    pub until: Millis,
 }
 
 /// A booking claimed for one manager call.
@@ -348,7 +357,14 @@ impl From<tokio_postgres::Error> for StoreError {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Records what a delivery asks for and decides what it means ([`rules::record`]).
-    async fn record(&self, intent: &Intent, now: Millis) -> Result<Recorded, StoreError>;
+    /// With `lease`, a delivery that asks for work also claims the booking in the same step
+    /// when [`Store::claim`] would, which saves the reconciler a step.
+    async fn record(
+        &self,
+        intent: &Intent,
+        now: Millis,
+        lease: Option<Lease<'_>>,
+    ) -> Result<Recorded, StoreError>;
 
     /// Claims a booking that needs a manager call, if it is due, its lease is free, and no
     /// other booking of its resource forbids it ([`rules::claim`]): `owner` holds it until

@@ -14,7 +14,7 @@ use tokio_postgres::{NoTls, Row};
 use super::rules::{self, Decision, Neighbours};
 use super::{
     Attempt, Booking, COLUMNS, Claim, Desired, Entry, EntryState, Event, Finish, Intent, Kind,
-    Millis, NewEntry, Recorded, State, Store, StoreError,
+    Lease, Millis, NewEntry, Recorded, State, Store, StoreError, Verdict,
 };
 
 const SCHEMA: &str = "
@@ -293,9 +293,33 @@ async fn resource_of(c: &impl GenericClient, id: &str) -> Result<Option<i64>, St
     Ok(row.map(|r| r.get(0)))
 }
 
+/// Claims `b` if [`rules::claim`] allows, saving the claim; the resource is locked.
+async fn claim(
+    tx: &impl GenericClient,
+    b: Booking,
+    owner: &str,
+    now: Millis,
+    lease_until: Millis,
+) -> Result<Option<Claim>, StoreError> {
+    let n = neighbours(tx, &b, now).await?;
+    let Some(d) = rules::claim(b, n, owner, now, lease_until) else {
+        return Ok(None);
+    };
+    save(tx, &d).await?;
+    Ok(d.result.map(|op| Claim {
+        op,
+        booking: d.booking,
+    }))
+}
+
 #[async_trait]
 impl Store for Postgres {
-    async fn record(&self, intent: &Intent, now: Millis) -> Result<Recorded, StoreError> {
+    async fn record(
+        &self,
+        intent: &Intent,
+        now: Millis,
+        lease: Option<Lease<'_>>,
+    ) -> Result<Recorded, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let resource = resource_of(&tx, &intent.booking_id)
@@ -305,10 +329,17 @@ impl Store for Postgres {
         let existing = load(&tx, &intent.booking_id, true).await?;
         let d = rules::record(existing, intent, now);
         save(&tx, &d).await?;
+        let claim = match lease {
+            Some(l) if d.result == Verdict::Work => {
+                claim(&tx, d.booking.clone(), l.owner, now, l.until).await?
+            }
+            _ => None,
+        };
         tx.commit().await?;
         Ok(Recorded {
             verdict: d.result,
-            booking: d.booking,
+            booking: claim.as_ref().map_or(d.booking, |c| c.booking.clone()),
+            claim,
         })
     }
 
@@ -328,16 +359,9 @@ impl Store for Postgres {
         let Some(b) = load(&tx, id, true).await? else {
             return Ok(None);
         };
-        let n = neighbours(&tx, &b, now).await?;
-        let Some(d) = rules::claim(b, n, owner, now, lease_until) else {
-            return Ok(None);
-        };
-        save(&tx, &d).await?;
+        let claimed = claim(&tx, b, owner, now, lease_until).await?;
         tx.commit().await?;
-        Ok(d.result.map(|op| Claim {
-            op,
-            booking: d.booking,
-        }))
+        Ok(claimed)
     }
 
     async fn renew(&self, id: &str, owner: &str, lease_until: Millis) -> Result<bool, StoreError> {

@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::rules::{self, Decision, Neighbours};
 use super::{
     Attempt, Booking, COLUMNS, Claim, Desired, Entry, EntryState, Event, Finish, Intent, Kind,
-    Millis, NewEntry, Recorded, State, Store, StoreError,
+    Lease, Millis, NewEntry, Recorded, State, Store, StoreError, Verdict,
 };
 
 const SCHEMA: &str = "
@@ -73,7 +73,14 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at) WHERE state = 'pending';
 ";
 
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+/// A step, run on the ledger's thread inside its group's transaction (`None` if that could
+/// not begin); it returns how to answer once the group's commit is known.
+type Job = Box<dyn FnOnce(Option<&Connection>) -> Answer + Send>;
+/// Sends a step's result, or the group's failure, to whoever asked.
+type Answer = Box<dyn FnOnce(Result<(), &str>) + Send>;
+
+/// The most steps committed together.
+const MAX_GROUP: usize = 256;
 
 /// The embedded ledger.
 pub struct Sqlite {
@@ -126,6 +133,7 @@ impl Sqlite {
         };
         let conn = Connection::open(&db)
             .and_then(|c| {
+                c.set_prepared_statement_cache_capacity(64);
                 c.busy_timeout(std::time::Duration::from_secs(5))?;
                 c.pragma_update(None, "journal_mode", "WAL")?;
                 c.pragma_update(None, "synchronous", "FULL")?;
@@ -138,8 +146,9 @@ impl Sqlite {
             .name("ledger".into())
             .spawn(move || {
                 let mut conn = conn;
-                for job in queue {
-                    job(&mut conn);
+                while let Ok(first) = queue.recv() {
+                    let group = std::iter::once(first).chain(queue.try_iter().take(MAX_GROUP - 1));
+                    commit_group(&mut conn, group);
                 }
             })
             .map_err(|e| StoreError(format!("cannot start the ledger thread: {e}")))?;
@@ -151,34 +160,78 @@ impl Sqlite {
         dir.join("ledger.db")
     }
 
-    /// Runs `f` on the ledger's connection.
+    /// Runs `f` on the ledger's thread, in the transaction of the group it joins, and
+    /// returns its result once that group is committed.
     async fn call<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.jobs
             .send(Box::new(move |conn| {
-                let _ = tx.send(f(conn));
+                let result = conn.map(f);
+                Box::new(move |group| {
+                    let _ = tx.send(match (result, group) {
+                        (Some(Err(e)), _) => Err(StoreError::from(e)),
+                        (_, Err(e)) => Err(StoreError(format!("ledger (SQLite): {e}"))),
+                        (Some(Ok(value)), Ok(())) => Ok(value),
+                        (None, Ok(())) => {
+                            unreachable!("a step that did not run is answered an error")
+                        }
+                    });
+                })
             }))
             .map_err(|_| StoreError("the ledger is closed".into()))?;
         rx.await
             .map_err(|_| StoreError("the ledger thread stopped".into()))?
-            .map_err(StoreError::from)
     }
 
-    /// Runs `f` in a write transaction.
+    /// Runs `f` as one atomic step: within a savepoint of its group's transaction, so that
+    /// its failure undoes its own changes and no other step's.
     async fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
         self.call(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let out = f(&tx)?;
-            tx.commit()?;
-            Ok(out)
+            let run = |sql| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
+            run("SAVEPOINT step")?;
+            let out = f(conn);
+            let undone = out.is_ok() || run("ROLLBACK TO step").is_ok();
+            if !undone || run("RELEASE step").is_err() {
+                // This step's changes can be neither undone nor kept alone: undo the group's.
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            out
         })
         .await
+    }
+}
+
+/// Group commit: runs the steps waiting in the queue in one `BEGIN IMMEDIATE` transaction
+/// and answers each only after the commit, so one sync to disk serves them all and no
+/// answer tells of a change that a crash could still undo. If the transaction ends early
+/// (SQLite rolls back on some errors, such as a full disk), no further step runs and every
+/// step of the group is answered with the failure: nothing is half-done.
+fn commit_group(conn: &mut Connection, mut group: impl Iterator<Item = Job>) {
+    let fail_all = |answers: Vec<Answer>, rest: &mut dyn Iterator<Item = Job>, e: &str| {
+        answers.into_iter().for_each(|answer| answer(Err(e)));
+        rest.for_each(|job| job(None)(Err(e)));
+    };
+    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => return fail_all(Vec::new(), &mut group, &e.to_string()),
+    };
+    let mut answers: Vec<Answer> = Vec::new();
+    for job in group.by_ref() {
+        answers.push(job(Some(&tx)));
+        if tx.is_autocommit() {
+            let e = "the transaction was rolled back; nothing of this step was kept";
+            return fail_all(answers, &mut group, e);
+        }
+    }
+    match tx.commit() {
+        Ok(()) => answers.into_iter().for_each(|answer| answer(Ok(()))),
+        Err(e) => fail_all(answers, &mut std::iter::empty(), &e.to_string()),
     }
 }
 
@@ -187,7 +240,8 @@ fn select() -> String {
 }
 
 fn load(tx: &Connection, id: &str) -> rusqlite::Result<Option<Booking>> {
-    tx.query_row(&format!("{} WHERE id = ?1", select()), [id], booking)
+    tx.prepare_cached(&format!("{} WHERE id = ?1", select()))?
+        .query_row([id], booking)
         .optional()
 }
 
@@ -314,16 +368,48 @@ fn neighbours(tx: &Connection, b: &Booking, now: Millis) -> rusqlite::Result<Nei
     })
 }
 
+/// Claims `b` if [`rules::claim`] allows, saving the claim.
+fn claim(
+    tx: &Connection,
+    b: Booking,
+    owner: &str,
+    now: Millis,
+    lease_until: Millis,
+) -> rusqlite::Result<Option<Claim>> {
+    let n = neighbours(tx, &b, now)?;
+    let Some(d) = rules::claim(b, n, owner, now, lease_until) else {
+        return Ok(None);
+    };
+    save(tx, &d)?;
+    Ok(d.result.map(|op| Claim {
+        op,
+        booking: d.booking,
+    }))
+}
+
 #[async_trait]
 impl Store for Sqlite {
-    async fn record(&self, intent: &Intent, now: Millis) -> Result<Recorded, StoreError> {
+    async fn record(
+        &self,
+        intent: &Intent,
+        now: Millis,
+        lease: Option<Lease<'_>>,
+    ) -> Result<Recorded, StoreError> {
         let intent = intent.clone();
+        let lease = lease.map(|l| (l.owner.to_owned(), l.until));
         self.write(move |tx| {
             let d = rules::record(load(tx, &intent.booking_id)?, &intent, now);
             save(tx, &d)?;
+            let claim = match lease {
+                Some((owner, until)) if d.result == Verdict::Work => {
+                    claim(tx, d.booking.clone(), &owner, now, until)?
+                }
+                _ => None,
+            };
             Ok(Recorded {
                 verdict: d.result,
-                booking: d.booking,
+                booking: claim.as_ref().map_or(d.booking, |c| c.booking.clone()),
+                claim,
             })
         })
         .await
@@ -337,19 +423,9 @@ impl Store for Sqlite {
         lease_until: Millis,
     ) -> Result<Option<Claim>, StoreError> {
         let (id, owner) = (id.to_owned(), owner.to_owned());
-        self.write(move |tx| {
-            let Some(b) = load(tx, &id)? else {
-                return Ok(None);
-            };
-            let n = neighbours(tx, &b, now)?;
-            let Some(d) = rules::claim(b, n, &owner, now, lease_until) else {
-                return Ok(None);
-            };
-            save(tx, &d)?;
-            Ok(d.result.map(|op| Claim {
-                op,
-                booking: d.booking,
-            }))
+        self.write(move |tx| match load(tx, &id)? {
+            Some(b) => claim(tx, b, &owner, now, lease_until),
+            None => Ok(None),
         })
         .await
     }
@@ -603,5 +679,136 @@ impl Store for Sqlite {
         })
         .await
         .map(|n| n as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn entry(body: &str) -> NewEntry {
+        NewEntry {
+            kind: Kind::Notification,
+            booking_id: None,
+            body: body.into(),
+        }
+    }
+
+    async fn bodies(s: &Sqlite) -> Vec<String> {
+        let mut all: Vec<String> = s
+            .outbox_list(true, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.body)
+            .collect();
+        all.sort();
+        all
+    }
+
+    /// Holds the ledger's thread until the returned sender is dropped, so that the steps sent
+    /// meanwhile are committed as one group.
+    fn hold(s: &Sqlite) -> std::sync::mpsc::Sender<()> {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        s.jobs
+            .send(Box::new(move |_| {
+                tx.send(()).unwrap();
+                let _ = held.recv();
+                Box::new(|_| {})
+            }))
+            .unwrap();
+        rx.recv().unwrap();
+        release
+    }
+
+    #[tokio::test]
+    async fn a_failed_step_undoes_only_its_own_changes_in_its_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(Sqlite::open(dir.path(), true).unwrap());
+        let held = hold(&s);
+        let mut steps = Vec::new();
+        for i in 0..20 {
+            let s = s.clone();
+            steps.push(tokio::spawn(async move {
+                s.write(move |tx| {
+                    enqueue(tx, &[entry(&format!("{i:02}"))], 1)?;
+                    if i % 5 == 0 {
+                        tx.execute_batch("SELECT * FROM no_such_table")?;
+                    }
+                    Ok(i)
+                })
+                .await
+            }));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        drop(held);
+        let mut failed = Vec::new();
+        for step in steps {
+            if let Err(e) = step.await.unwrap() {
+                assert!(e.0.contains("no_such_table"), "{e}");
+                failed.push(());
+            }
+        }
+        assert_eq!(failed.len(), 4);
+        let kept: Vec<String> = (0..20)
+            .filter(|i| i % 5 != 0)
+            .map(|i| format!("{i:02}"))
+            .collect();
+        assert_eq!(bodies(&s).await, kept);
+    }
+
+    #[tokio::test]
+    async fn a_group_whose_transaction_ends_early_fails_every_step_and_keeps_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(Sqlite::open(dir.path(), true).unwrap());
+        let held = hold(&s);
+        let write = |body: &'static str, rollback: bool| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                s.write(move |tx| {
+                    enqueue(tx, &[entry(body)], 1)?;
+                    if rollback {
+                        // What SQLite does by itself on some errors, such as a full disk.
+                        tx.execute_batch("ROLLBACK")?;
+                    }
+                    Ok(())
+                })
+                .await
+            })
+        };
+        let steps = [write("a", false), write("b", true), write("c", false)];
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        drop(held);
+        for step in steps {
+            assert!(step.await.unwrap().is_err());
+        }
+        assert!(bodies(&s).await.is_empty());
+        // The next group works as usual.
+        s.enqueue(&[entry("d")], 2).await.unwrap();
+        assert_eq!(bodies(&s).await, ["d"]);
+    }
+
+    #[tokio::test]
+    async fn steps_of_one_group_are_answered_after_their_commit_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(Sqlite::open(dir.path(), true).unwrap());
+        let held = hold(&s);
+        let steps: Vec<_> = (0..100)
+            .map(|i| {
+                let s = s.clone();
+                tokio::spawn(async move { s.enqueue(&[entry(&format!("{i:03}"))], 1).await })
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        drop(held);
+        for step in steps {
+            step.await.unwrap().unwrap();
+        }
+        drop(s);
+        let reopened = Sqlite::open(dir.path(), false).unwrap();
+        assert_eq!(bodies(&reopened).await.len(), 100);
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use webhook::ledger::{
-    Attempt, Desired, EntryState, Finish, Intent, Kind, NewEntry, Op, State, Store, Verdict,
+    Attempt, Desired, EntryState, Finish, Intent, Kind, Lease, NewEntry, Op, State, Store, Verdict,
 };
 
 /// Two handles on one fresh ledger, and what keeps it alive.
@@ -47,8 +47,8 @@ fn done() -> Finish {
 
 pub async fn a_start_asks_for_work_and_a_second_start_finds_it_in_progress(l: Ledger) {
     let (a, b, _keep) = l;
-    let first = a.record(&intent("1", 1, START), T).await.unwrap();
-    let second = b.record(&intent("1", 1, START), T).await.unwrap();
+    let first = a.record(&intent("1", 1, START), T, None).await.unwrap();
+    let second = b.record(&intent("1", 1, START), T, None).await.unwrap();
     assert_eq!(first.verdict, Verdict::Work);
     assert_eq!(second.verdict, Verdict::InProgress);
     assert_eq!(first.booking.state, State::Pending);
@@ -56,7 +56,7 @@ pub async fn a_start_asks_for_work_and_a_second_start_finds_it_in_progress(l: Le
 
 pub async fn only_one_of_many_concurrent_claims_wins(l: Ledger) {
     let (a, b, _keep) = l;
-    a.record(&intent("1", 1, START), T).await.unwrap();
+    a.record(&intent("1", 1, START), T, None).await.unwrap();
     let mut claims = Vec::new();
     for i in 0..8 {
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
@@ -79,8 +79,8 @@ pub async fn only_one_of_many_concurrent_claims_wins(l: Ledger) {
 
 pub async fn a_booking_ended_before_it_was_configured_is_released_without_a_call(l: Ledger) {
     let (a, _b, _keep) = l;
-    a.record(&intent("1", 1, START), T).await.unwrap();
-    let end = a.record(&intent("1", 1, END), T + 1).await.unwrap();
+    a.record(&intent("1", 1, START), T, None).await.unwrap();
+    let end = a.record(&intent("1", 1, END), T + 1, None).await.unwrap();
     assert!(
         matches!(
             end.verdict,
@@ -93,7 +93,7 @@ pub async fn a_booking_ended_before_it_was_configured_is_released_without_a_call
     );
     assert_eq!(end.booking.state, State::Released);
     assert!(a.claim("1", "me", T + 2, LEASE).await.unwrap().is_none());
-    let late = a.record(&intent("1", 1, START), T + 3).await.unwrap();
+    let late = a.record(&intent("1", 1, START), T + 3, None).await.unwrap();
     assert!(matches!(
         late.verdict,
         Verdict::Done {
@@ -102,7 +102,7 @@ pub async fn a_booking_ended_before_it_was_configured_is_released_without_a_call
         }
     ));
     // END for a booking never seen: a no-op, and its START later too.
-    let unknown = a.record(&intent("2", 1, END), T).await.unwrap();
+    let unknown = a.record(&intent("2", 1, END), T, None).await.unwrap();
     assert!(matches!(
         unknown.verdict,
         Verdict::Done {
@@ -110,7 +110,7 @@ pub async fn a_booking_ended_before_it_was_configured_is_released_without_a_call
             ..
         }
     ));
-    let start = a.record(&intent("2", 1, START), T + 1).await.unwrap();
+    let start = a.record(&intent("2", 1, START), T + 1, None).await.unwrap();
     assert!(matches!(
         start.verdict,
         Verdict::Done {
@@ -122,10 +122,10 @@ pub async fn a_booking_ended_before_it_was_configured_is_released_without_a_call
 
 pub async fn an_end_during_configure_is_released_right_after_it(l: Ledger) {
     let (a, b, _keep) = l;
-    a.record(&intent("1", 1, START), T).await.unwrap();
+    a.record(&intent("1", 1, START), T, None).await.unwrap();
     let claim = a.claim("1", "me", T, LEASE).await.unwrap().unwrap();
     assert_eq!(claim.op, Op::Configure);
-    let end = b.record(&intent("1", 1, END), T + 1).await.unwrap();
+    let end = b.record(&intent("1", 1, END), T + 1, None).await.unwrap();
     assert_eq!(end.verdict, Verdict::Work);
     assert!(b.claim("1", "other", T + 2, LEASE).await.unwrap().is_none());
     let after = a
@@ -151,14 +151,16 @@ pub async fn an_end_during_configure_is_released_right_after_it(l: Ledger) {
 pub async fn calls_on_one_resource_never_overlap_and_its_release_goes_first(l: Ledger) {
     let (a, b, _keep) = l;
     // Booking 1 is active on resource 9; its END and booking 2's START arrive together.
-    a.record(&intent("1", 9, START), T).await.unwrap();
+    a.record(&intent("1", 9, START), T, None).await.unwrap();
     a.claim("1", "me", T, LEASE).await.unwrap().unwrap();
     a.finish("1", "me", &done(), T, &[], None).await.unwrap();
-    b.record(&intent("2", 9, START), T + 1).await.unwrap();
-    a.record(&intent("1", 9, END), T + 1).await.unwrap();
+    b.record(&intent("2", 9, START), T + 1, None).await.unwrap();
+    a.record(&intent("1", 9, END), T + 1, None).await.unwrap();
     // The configure waits for the pending release; a booking elsewhere does not.
     assert!(b.claim("2", "other", T + 2, LEASE).await.unwrap().is_none());
-    b.record(&intent("3", 10, START), T + 2).await.unwrap();
+    b.record(&intent("3", 10, START), T + 2, None)
+        .await
+        .unwrap();
     assert!(b.claim("3", "other", T + 2, LEASE).await.unwrap().is_some());
     // Releases come first when due work is listed.
     assert_eq!(a.due(T + 2, 10).await.unwrap(), ["1", "2"]);
@@ -173,9 +175,79 @@ pub async fn calls_on_one_resource_never_overlap_and_its_release_goes_first(l: L
     assert_eq!(configure.op, Op::Configure);
 }
 
+pub async fn a_delivery_claims_its_work_in_the_same_step_unless_it_may_not(l: Ledger) {
+    let (a, b, _keep) = l;
+    let me = Lease {
+        owner: "me",
+        until: LEASE,
+    };
+    let first = a.record(&intent("1", 9, START), T, Some(me)).await.unwrap();
+    assert_eq!(first.verdict, Verdict::Work);
+    let claim = first.claim.expect("the work is claimed with the record");
+    assert_eq!(claim.op, Op::Configure);
+    assert_eq!(
+        (claim.booking.state, claim.booking.lease_owner.as_deref()),
+        (State::Configuring, Some("me"))
+    );
+    assert_eq!(first.booking, claim.booking);
+    // A second START only finds the work in progress; nothing more is claimed.
+    let other = Lease {
+        owner: "other",
+        until: LEASE,
+    };
+    let again = b
+        .record(&intent("1", 9, START), T + 1, Some(other))
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.verdict, again.claim.is_none()),
+        (Verdict::InProgress, true)
+    );
+    // An END while configure runs asks for work, but the lease forbids the claim.
+    let end = b
+        .record(&intent("1", 9, END), T + 2, Some(other))
+        .await
+        .unwrap();
+    assert_eq!((end.verdict, end.claim.is_none()), (Verdict::Work, true));
+    // Another booking of the same resource is recorded but not claimed while one runs.
+    let neighbour = b
+        .record(&intent("2", 9, START), T + 3, Some(other))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            neighbour.verdict,
+            neighbour.claim.is_none(),
+            neighbour.booking.state
+        ),
+        (Verdict::Work, true, State::Pending)
+    );
+    // A booking of another resource is claimed at once.
+    let elsewhere = b
+        .record(&intent("3", 10, START), T + 3, Some(other))
+        .await
+        .unwrap();
+    assert!(elsewhere.claim.is_some());
+    // Without a lease nothing is claimed.
+    let unclaimed = a
+        .record(&intent("4", 11, START), T + 3, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (unclaimed.verdict, unclaimed.claim.is_none()),
+        (Verdict::Work, true)
+    );
+    // The claim's owner finishes the call as usual.
+    let after = a
+        .finish("1", "me", &done(), T + 4, &[], None)
+        .await
+        .unwrap();
+    assert_eq!(after.map(|b| b.state), Some(State::Active));
+}
+
 pub async fn an_expired_lease_is_taken_over_and_the_old_owner_cannot_finish(l: Ledger) {
     let (a, b, _keep) = l;
-    a.record(&intent("1", 1, START), T).await.unwrap();
+    a.record(&intent("1", 1, START), T, None).await.unwrap();
     a.claim("1", "crashed", T, T + 100).await.unwrap().unwrap();
     assert!(b.claim("1", "me", T + 50, T + 500).await.unwrap().is_none());
     assert!(b.due(T + 50, 10).await.unwrap().is_empty());
@@ -201,7 +273,7 @@ pub async fn an_expired_lease_is_taken_over_and_the_old_owner_cannot_finish(l: L
 
 pub async fn a_retry_waits_for_its_time_and_a_failure_is_final(l: Ledger) {
     let (a, _b, _keep) = l;
-    a.record(&intent("1", 1, START), T).await.unwrap();
+    a.record(&intent("1", 1, START), T, None).await.unwrap();
     a.claim("1", "me", T, LEASE).await.unwrap().unwrap();
     let retry = Finish::Retry {
         error: "busy".into(),
@@ -230,9 +302,15 @@ pub async fn a_retry_waits_for_its_time_and_a_failure_is_final(l: Ledger) {
         .unwrap();
     assert_eq!((b.state, b.settled()), (State::Failed, true));
     // A new START tries again; an END releases what the failure left.
-    let again = a.record(&intent("1", 1, START), T + 2_000).await.unwrap();
+    let again = a
+        .record(&intent("1", 1, START), T + 2_000, None)
+        .await
+        .unwrap();
     assert_eq!(again.verdict, Verdict::Work);
-    let end = a.record(&intent("1", 1, END), T + 2_001).await.unwrap();
+    let end = a
+        .record(&intent("1", 1, END), T + 2_001, None)
+        .await
+        .unwrap();
     assert_eq!(end.verdict, Verdict::Work);
     let release = a.claim("1", "me", T + 2_002, LEASE).await.unwrap().unwrap();
     assert_eq!(release.op, Op::Release);
@@ -241,12 +319,16 @@ pub async fn a_retry_waits_for_its_time_and_a_failure_is_final(l: Ledger) {
 pub async fn the_sweeper_releases_bookings_past_their_end_and_grace(l: Ledger) {
     let (a, _b, _keep) = l;
     // end = 1_000; grace 500: swept after 1_500.
-    a.record(&intent("active", 1, START), T).await.unwrap();
+    a.record(&intent("active", 1, START), T, None)
+        .await
+        .unwrap();
     a.claim("active", "me", T, LEASE).await.unwrap().unwrap();
     a.finish("active", "me", &done(), T, &[], None)
         .await
         .unwrap();
-    a.record(&intent("pending", 2, START), T).await.unwrap();
+    a.record(&intent("pending", 2, START), T, None)
+        .await
+        .unwrap();
     assert_eq!(a.active_bookings().await.unwrap(), 1);
     assert!(a.sweep(1_400, 500).await.unwrap().is_empty());
     let swept = a.sweep(T, 500).await.unwrap();
@@ -267,7 +349,7 @@ pub async fn the_sweeper_releases_bookings_past_their_end_and_grace(l: Ledger) {
 
 pub async fn a_deferred_reply_gets_its_audit_entry_when_the_work_ends(l: Ledger) {
     let (a, _b, _keep) = l;
-    a.record(&intent("1", 1, START), T).await.unwrap();
+    a.record(&intent("1", 1, START), T, None).await.unwrap();
     a.claim("1", "me", T, LEASE).await.unwrap().unwrap();
     assert!(a.defer("1", T).await.unwrap());
     let entry = |kind| NewEntry {
@@ -356,7 +438,7 @@ pub async fn outbox_entries_are_leased_retried_delivered_and_retried_by_hand(l: 
 
 pub async fn dropping_leases_makes_cut_short_work_due_at_once(l: Ledger) {
     let (a, _b, _keep) = l;
-    a.record(&intent("1", 1, START), T).await.unwrap();
+    a.record(&intent("1", 1, START), T, None).await.unwrap();
     a.claim("1", "crashed", T, LEASE).await.unwrap().unwrap();
     assert!(a.due(T + 1, 10).await.unwrap().is_empty());
     assert_eq!(a.drop_leases(Some("someone-else")).await.unwrap(), 0);
@@ -378,6 +460,7 @@ macro_rules! store_suite {
             only_one_of_many_concurrent_claims_wins,
             a_booking_ended_before_it_was_configured_is_released_without_a_call,
             an_end_during_configure_is_released_right_after_it,
+            a_delivery_claims_its_work_in_the_same_step_unless_it_may_not,
             calls_on_one_resource_never_overlap_and_its_release_goes_first,
             an_expired_lease_is_taken_over_and_the_old_owner_cannot_finish,
             a_retry_waits_for_its_time_and_a_failure_is_final,

@@ -387,6 +387,25 @@ fn claim(
     }))
 }
 
+/// Bookings due for a call, at most `limit`. Limits are written into the statements of this
+/// file: a bound `LIMIT` makes SQLite prepare its statement again on every run.
+fn due_sql(limit: usize) -> String {
+    format!(
+        "SELECT id FROM bookings WHERE next_attempt_at <= ?1 \
+         AND (lease_until IS NULL OR lease_until <= ?1) \
+         ORDER BY desired = 'released' DESC, next_attempt_at LIMIT {limit}"
+    )
+}
+
+/// Outbox entries due for delivery, at most `limit`.
+fn outbox_due_sql(limit: usize) -> String {
+    format!(
+        "SELECT {ENTRY_COLUMNS} FROM outbox WHERE state = 'pending' \
+         AND next_attempt_at <= ?1 AND (lease_until IS NULL OR lease_until <= ?1) \
+         ORDER BY next_attempt_at, id LIMIT {limit}"
+    )
+}
+
 #[async_trait]
 impl Store for Sqlite {
     async fn record(
@@ -515,13 +534,9 @@ impl Store for Sqlite {
 
     async fn due(&self, now: Millis, limit: usize) -> Result<Vec<String>, StoreError> {
         self.call(move |c| {
-            c.prepare_cached(
-                "SELECT id FROM bookings WHERE next_attempt_at <= ?1 \
-                 AND (lease_until IS NULL OR lease_until <= ?1) \
-                 ORDER BY desired = 'released' DESC, next_attempt_at LIMIT ?2",
-            )?
-            .query_map(params![now, limit as i64], |r| r.get(0))?
-            .collect()
+            c.prepare_cached(&due_sql(limit))?
+                .query_map([now], |r| r.get(0))?
+                .collect()
         })
         .await
     }
@@ -596,12 +611,8 @@ impl Store for Sqlite {
         let owner = owner.to_owned();
         self.write(move |tx| {
             let entries: Vec<Entry> = tx
-                .prepare_cached(&format!(
-                    "SELECT {ENTRY_COLUMNS} FROM outbox WHERE state = 'pending' \
-                     AND next_attempt_at <= ?1 AND (lease_until IS NULL OR lease_until <= ?1) \
-                     ORDER BY next_attempt_at, id LIMIT ?2"
-                ))?
-                .query_map(params![now, limit as i64], entry)?
+                .prepare_cached(&outbox_due_sql(limit))?
+                .query_map([now], entry)?
                 .collect::<rusqlite::Result<_>>()?;
             let mut lease = tx.prepare_cached(
                 "UPDATE outbox SET lease_owner = ?2, lease_until = ?3 WHERE id = ?1",
@@ -810,5 +821,29 @@ mod tests {
         drop(s);
         let reopened = Sqlite::open(dir.path(), false).unwrap();
         assert_eq!(bodies(&reopened).await.len(), 100);
+    }
+
+    /// SQLite prepares a statement with a bound `LIMIT` again on every run; the statements
+    /// run for every delivery are prepared once.
+    #[tokio::test]
+    async fn statements_run_for_every_delivery_are_not_prepared_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Sqlite::open(dir.path(), true).unwrap();
+        for now in 0..5 {
+            s.due(now, 10).await.unwrap();
+            s.outbox_claim("me", now, now + 1, 10).await.unwrap();
+        }
+        let reprepared = s
+            .call(|c| {
+                let mut total = 0;
+                for sql in [due_sql(10), outbox_due_sql(10)] {
+                    let stmt = c.prepare_cached(&sql)?;
+                    total += stmt.get_status(rusqlite::StatementStatus::RePrepare);
+                }
+                Ok(total)
+            })
+            .await
+            .unwrap();
+        assert_eq!(reprepared, 0);
     }
 }

@@ -417,8 +417,10 @@ impl Reconciler {
     /// Runs `call`, renewing the booking's lease while it runs.
     async fn with_lease<T>(&self, id: &str, call: impl Future<Output = T>) -> T {
         let mut call = std::pin::pin!(call);
-        let mut renew = tokio::time::interval(LEASE / 3);
-        renew.tick().await;
+        // The first renewal is a third of the lease away. (An interval's first tick, due at
+        // once, would still wait for the timer's next millisecond: a delay on every call.)
+        let every = LEASE / 3;
+        let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
             tokio::select! {
                 result = &mut call => return result,

@@ -32,7 +32,9 @@ const BATCH: usize = 16;
 /// The outbox's sender; one per process.
 pub struct Outbox {
     store: Arc<dyn Store>,
-    client: reqwest::Client,
+    /// Built for the first report: reading the system's CA certificates takes time and
+    /// memory that a service reporting nothing need not spend.
+    client: std::sync::OnceLock<reqwest::Client>,
     notification: Option<Endpoint>,
     webhook_log: Option<Endpoint>,
     keys: Option<Keys>,
@@ -47,14 +49,7 @@ impl Outbox {
     pub fn new(config: &Config, store: Arc<dyn Store>, metrics: Metrics, owner: String) -> Self {
         Self {
             store,
-            client: reqwest::Client::builder()
-                .user_agent(concat!(
-                    env!("CARGO_PKG_NAME"),
-                    "/",
-                    env!("CARGO_PKG_VERSION")
-                ))
-                .build()
-                .expect("the HTTP client's TLS set-up is static"),
+            client: std::sync::OnceLock::new(),
             notification: config.notification.clone(),
             webhook_log: config.webhook_log.clone(),
             keys: config.keys.clone(),
@@ -157,8 +152,17 @@ impl Outbox {
 
     /// Posts a body; `Err((retryable, status))` unless the answer was 2xx.
     async fn post(&self, endpoint: &Endpoint, body: &[u8]) -> Result<String, (bool, String)> {
-        let mut request = self
-            .client
+        let client = self.client.get_or_init(|| {
+            reqwest::Client::builder()
+                .user_agent(concat!(
+                    env!("CARGO_PKG_NAME"),
+                    "/",
+                    env!("CARGO_PKG_VERSION")
+                ))
+                .build()
+                .expect("the HTTP client's TLS set-up is static")
+        });
+        let mut request = client
             .post(endpoint.url.clone())
             .timeout(endpoint.timeout)
             .header("content-type", "application/json");

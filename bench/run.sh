@@ -16,11 +16,17 @@ DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-16}
 REPS=${REPS:-3}
 MILLION=${MILLION:-1000000}
-bin="$CARGO_TARGET_DIR/release"
+# Everything is built as the image builds the service (see Dockerfile): release, linked
+# statically, for the host's target.
+host=$(rustc --print host-tuple)
+export RUSTFLAGS="-C target-feature=+crt-static"
+bin="$CARGO_TARGET_DIR/$host/release"
 work=$(mktemp -d)
 pid=""
+shm=""
 cleanup() {
   [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+  [ -n "$shm" ] && rm -rf "$shm"
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -30,8 +36,8 @@ export DATA_DIR="$work/data" REPLAY_TOLERANCE=off HOST=127.0.0.1
 mkdir -p "$DATA_DIR"
 
 echo "building (release)..." >&2
-cargo build --quiet --release --manifest-path "$root/bench/Cargo.toml"
-cargo build --quiet --release --manifest-path "$root/Cargo.toml"
+cargo build --quiet --release --target "$host" --manifest-path "$root/bench/Cargo.toml"
+cargo build --quiet --release --target "$host" --manifest-path "$root/Cargo.toml"
 
 free_port() { "$bin/load" port; }
 
@@ -75,8 +81,8 @@ load_row "bare poem, POST / → 200" "$bare"
 
 # Each scenario gets a fresh server and ledger, so none pays for the previous one's
 # background work (the ledger's write-ahead log checkpoints after the START runs).
-webhook_row() { # label path mode
-  export DATA_DIR="$work/data-$3"
+webhook_row() { # label path mode [data-dir]
+  export DATA_DIR="${4:-$work/data-$3}"
   mkdir -p "$DATA_DIR"
   port=$(free_port)
   start "$bin/noop-webhook" "$port"
@@ -86,6 +92,13 @@ webhook_row() { # label path mode
 }
 echo "webhook..." >&2
 webhook_row "webhook, signed EVENT_START, new id each" /webhook start
+# The same with the ledger in memory (tmpfs): what syncing it to disk costs.
+if [ -d /dev/shm ] && [ -w /dev/shm ]; then
+  shm=$(mktemp -d /dev/shm/webhook-bench.XXXXXX)
+  webhook_row "… the same, ledger on tmpfs (no disk sync)" /webhook start "$shm"
+  rm -rf "$shm"
+  shm=""
+fi
 webhook_row "webhook, signed START of another type (ignored)" /webhook ignored
 webhook_row "webhook, GET /healthz" /healthz healthz
 row "webhook idle RSS" "$((idle / 1024)) MiB ($idle KiB)"
@@ -116,10 +129,11 @@ row "release binary size" "$((size / 1024 / 1024)) MiB ($size bytes)"
 
 echo "cargo generate..." >&2
 if command -v cargo-generate >/dev/null; then
+  # From the repository's committed tree, as `cargo generate --git <url>` gets it.
   t0=$(date +%s%N)
-  cargo generate --path "$root" --name bench-hook --silent --vcs none -d resource_type="Switch Port" \
-    --destination "$work" >/dev/null 2>&1
-  row "cargo generate wall time" "$((($(date +%s%N) - t0) / 1000000)) ms"
+  cargo generate --git "file://$root" --name bench-hook --silent --vcs none \
+    -d resource_type="Switch Port" --destination "$work" >/dev/null 2>&1
+  row "cargo generate wall time" "$((($(date +%s%N) - t0) / 1000000)) ms (--git, local clone)"
   (cd "$work/bench-hook" && cargo build --quiet)
   touch "$work/bench-hook/src/resource.rs"
   t0=$(date +%s%N)

@@ -196,6 +196,25 @@ pub(crate) fn upsert_sql(marker: char) -> String {
     )
 }
 
+/// Counts bookings configured and not released through the indexes of work in progress, so
+/// that the count does not read every booking ever kept: a booking still wanted active, or
+/// one whose release is due (an END asks for it at once). `hint` makes a store use its index
+/// of due bookings for the second part.
+pub(crate) fn active_bookings_sql(hint: &str) -> String {
+    format!(
+        "SELECT \
+         (SELECT COUNT(*) FROM bookings WHERE desired = 'active' AND state = 'active') + \
+         (SELECT COUNT(*) FROM bookings {hint} WHERE next_attempt_at IS NOT NULL \
+          AND desired = 'released' AND state = 'active')"
+    )
+}
+
+/// Where leases can be: only a due booking can be claimed and recording the call's result
+/// lets go of the lease, and only a pending report is claimed. So the indexes of due work
+/// find every lease that holds anything back, however many bookings the ledger keeps.
+pub(crate) const LEASED_BOOKINGS: &str = "next_attempt_at IS NOT NULL AND lease_owner IS NOT NULL";
+pub(crate) const LEASED_ENTRIES: &str = "state = 'pending' AND lease_owner IS NOT NULL";
+
 /// What a delivery asks for.
 #[derive(Debug, Clone)]
 pub struct Intent {

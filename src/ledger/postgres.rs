@@ -14,7 +14,8 @@ use tokio_postgres::{NoTls, Row};
 use super::rules::{self, Decision, Neighbours};
 use super::{
     Attempt, Booking, COLUMNS, Claim, Desired, Entry, EntryState, Event, Finish, Intent, Kind,
-    Lease, Millis, NewEntry, Recorded, State, Store, StoreError, Verdict,
+    LEASED_BOOKINGS, LEASED_ENTRIES, Lease, Millis, NewEntry, Recorded, State, Store, StoreError,
+    Verdict, active_bookings_sql,
 };
 
 const SCHEMA: &str = "
@@ -493,18 +494,22 @@ impl Store for Postgres {
 
     async fn drop_leases(&self, owner: Option<&str>) -> Result<u64, StoreError> {
         let client = self.client().await?;
-        let filter = "lease_owner IS NOT NULL AND ($1::TEXT IS NULL OR lease_owner = $1)";
+        let owner_is = "($1::TEXT IS NULL OR lease_owner = $1)";
         let n = client
             .execute(
                 &format!(
-                    "UPDATE bookings SET lease_owner = NULL, lease_until = NULL WHERE {filter}"
+                    "UPDATE bookings SET lease_owner = NULL, lease_until = NULL \
+                     WHERE {LEASED_BOOKINGS} AND {owner_is}"
                 ),
                 &[&owner],
             )
             .await?;
         client
             .execute(
-                &format!("UPDATE outbox SET lease_owner = NULL, lease_until = NULL WHERE {filter}"),
+                &format!(
+                    "UPDATE outbox SET lease_owner = NULL, lease_until = NULL \
+                     WHERE {LEASED_ENTRIES} AND {owner_is}"
+                ),
                 &[&owner],
             )
             .await?;
@@ -515,7 +520,7 @@ impl Store for Postgres {
         let row = self
             .client()
             .await?
-            .query_one("SELECT COUNT(*) FROM bookings WHERE state = 'active'", &[])
+            .query_one(&active_bookings_sql(""), &[])
             .await?;
         Ok(row.get::<_, i64>(0) as u64)
     }

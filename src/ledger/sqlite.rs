@@ -1,8 +1,9 @@
 //! The embedded ledger: one SQLite file, `DATA_DIR/ledger.db`, for a single replica.
 //!
 //! One connection on its own thread takes the calls in order (SQLite writes one transaction
-//! at a time anyway); each step is a `BEGIN IMMEDIATE` transaction, committed with a full
-//! sync so a recorded booking survives a crash or a power cut. While the service runs it
+//! at a time anyway). The steps waiting together are committed together (`commit_group`):
+//! one `BEGIN IMMEDIATE` transaction, a savepoint per step, and one full sync, so a recorded
+//! booking survives a crash or a power cut and one sync serves many. While the service runs it
 //! holds `DATA_DIR/ledger.lock`, so a second service on the same file stops at start-up
 //! instead of acting on the same bookings; command-line looks need no lock.
 
@@ -16,7 +17,8 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use super::rules::{self, Decision, Neighbours};
 use super::{
     Attempt, Booking, COLUMNS, Claim, Desired, Entry, EntryState, Event, Finish, Intent, Kind,
-    Lease, Millis, NewEntry, Recorded, State, Store, StoreError, Verdict,
+    LEASED_BOOKINGS, LEASED_ENTRIES, Lease, Millis, NewEntry, Recorded, State, Store, StoreError,
+    Verdict, active_bookings_sql,
 };
 
 const SCHEMA: &str = "
@@ -568,15 +570,19 @@ impl Store for Sqlite {
     async fn drop_leases(&self, owner: Option<&str>) -> Result<u64, StoreError> {
         let owner = owner.map(str::to_owned);
         self.write(move |tx| {
-            let filter = "lease_owner IS NOT NULL AND (?1 IS NULL OR lease_owner = ?1)";
+            let owner_is = "(?1 IS NULL OR lease_owner = ?1)";
             let n = tx.execute(
                 &format!(
-                    "UPDATE bookings SET lease_owner = NULL, lease_until = NULL WHERE {filter}"
+                    "UPDATE bookings SET lease_owner = NULL, lease_until = NULL \
+                     WHERE {LEASED_BOOKINGS} AND {owner_is}"
                 ),
                 params![owner],
             )?;
             tx.execute(
-                &format!("UPDATE outbox SET lease_owner = NULL, lease_until = NULL WHERE {filter}"),
+                &format!(
+                    "UPDATE outbox SET lease_owner = NULL, lease_until = NULL \
+                     WHERE {LEASED_ENTRIES} AND {owner_is}"
+                ),
                 params![owner],
             )?;
             Ok(n as u64)
@@ -586,7 +592,7 @@ impl Store for Sqlite {
 
     async fn active_bookings(&self) -> Result<u64, StoreError> {
         self.call(|c| {
-            c.prepare_cached("SELECT COUNT(*) FROM bookings WHERE state = 'active'")?
+            c.prepare_cached(&active_bookings_sql("INDEXED BY bookings_due"))?
                 .query_row([], |r| r.get::<_, i64>(0))
         })
         .await
@@ -845,5 +851,36 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(reprepared, 0);
+    }
+
+    /// The ledger keeps every booking it has seen; what runs at start-up and on every
+    /// metrics scrape reads only the indexes of work in progress, never the whole table.
+    #[test]
+    fn start_up_and_scrape_statements_read_no_whole_table() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Sqlite::open(dir.path(), true).unwrap());
+        let c = Connection::open(Sqlite::path(dir.path())).unwrap();
+        let statements = [
+            active_bookings_sql("INDEXED BY bookings_due"),
+            format!("UPDATE bookings SET lease_owner = NULL WHERE {LEASED_BOOKINGS}"),
+            format!("UPDATE outbox SET lease_owner = NULL WHERE {LEASED_ENTRIES}"),
+            "SELECT COUNT(*) FROM outbox WHERE state = 'pending'".into(),
+        ];
+        for sql in statements {
+            let plan: Vec<String> = c
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap()
+                .query_map([], |r| r.get(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(
+                plan.iter().all(|step| {
+                    let whole_table = step == "SCAN bookings" || step == "SCAN outbox";
+                    !whole_table
+                }),
+                "{sql}: {plan:?}"
+            );
+        }
     }
 }

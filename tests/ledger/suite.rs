@@ -333,6 +333,8 @@ pub async fn the_sweeper_releases_bookings_past_their_end_and_grace(l: Ledger) {
     assert!(a.sweep(1_400, 500).await.unwrap().is_empty());
     let swept = a.sweep(T, 500).await.unwrap();
     assert_eq!(swept, ["active"]);
+    // Still configured while its release waits.
+    assert_eq!(a.active_bookings().await.unwrap(), 1);
     let pending = a.booking("pending").await.unwrap().unwrap();
     assert_eq!(
         (pending.desired, pending.state),

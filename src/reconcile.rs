@@ -169,17 +169,14 @@ impl Reconciler {
             drop(slot);
             this.signals.notify(&id);
             this.wake.notify_one();
-            match called {
-                Ok(Some(b)) if b.settled() => {
+            if let Ok(b) = called {
+                let more = b.as_ref().is_none_or(|b| !b.settled());
+                if let Some(b) = b {
                     let _ = done.send(b);
                 }
-                Ok(b) => {
-                    if let Some(b) = b {
-                        let _ = done.send(b);
-                    }
+                if more {
                     this.kick(&id);
                 }
-                Err(CutShort) => {}
             }
         });
         receiver

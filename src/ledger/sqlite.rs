@@ -237,12 +237,13 @@ fn commit_group(conn: &mut Connection, mut group: impl Iterator<Item = Job>) {
     }
 }
 
-fn select() -> String {
-    format!("SELECT {} FROM bookings", COLUMNS.join(", "))
-}
+/// Built once: reads a booking's row.
+static LOAD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("SELECT {} FROM bookings WHERE id = ?1", COLUMNS.join(", "))
+});
 
 fn load(tx: &Connection, id: &str) -> rusqlite::Result<Option<Booking>> {
-    tx.prepare_cached(&format!("{} WHERE id = ?1", select()))?
+    tx.prepare_cached(&LOAD)?
         .query_row([id], booking)
         .optional()
 }

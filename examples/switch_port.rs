@@ -17,6 +17,7 @@
 //! | variable | default | meaning |
 //! |---|---|---|
 //! | `OVSDB_ADDRESS` | `unix:/var/run/openvswitch/db.sock` | the switch database, `unix:PATH` or `tcp:HOST:PORT` |
+//! | `OVS_PORTS` | any port | the ports bookings may change: names, or prefixes ending in `*`, comma-separated (`sw1-port-*,lab-7`); set it so no booking can move an uplink |
 //! | `OVS_VLAN_RANGE` | `1-4094` | the VLANs users may ask for, `FIRST-LAST` |
 //! | `OVS_EXCLUSIVE_VLANS` | `true` | refuse a VLAN that another booking's port is on |
 //! | `OVS_DEFAULT_VLAN` | none | the VLAN a released port gets if it had none before; unset: no tag |
@@ -64,6 +65,8 @@ async fn main() -> anyhow::Result<()> {
 pub struct SwitchPortSettings {
     /// Where the switch database listens.
     pub address: OvsdbAddress,
+    /// The ports bookings may change: a name, or a prefix ending in `*`; empty: any port.
+    pub ports: Vec<String>,
     /// The VLANs users may ask for.
     pub vlans: RangeInclusive<u16>,
     /// Whether a VLAN may be on one booked port only.
@@ -78,6 +81,7 @@ pub struct SwitchPortSettings {
 #[derive(Deserialize)]
 struct RawSettings {
     ovsdb_address: Option<String>,
+    ovs_ports: Option<String>,
     ovs_vlan_range: Option<String>,
     ovs_exclusive_vlans: Option<String>,
     ovs_default_vlan: Option<String>,
@@ -94,6 +98,15 @@ impl SwitchPortSettings {
             .unwrap_or("unix:/var/run/openvswitch/db.sock")
             .parse()
             .context("OVSDB_ADDRESS")?;
+        let ports = match raw.ovs_ports.as_deref() {
+            None => Vec::new(),
+            Some(text) => parse_ports(text).with_context(|| {
+                format!(
+                    "OVS_PORTS: {text:?} is not a comma-separated list of port names or \
+                     prefixes ending in * (such as sw1-port-*,lab-7)"
+                )
+            })?,
+        };
         let vlans = match raw.ovs_vlan_range.as_deref() {
             None => 1..=4094,
             Some(text) => parse_range(text).with_context(|| {
@@ -119,12 +132,25 @@ impl SwitchPortSettings {
         };
         Ok(Self {
             address,
+            ports,
             vlans,
             exclusive,
             default_vlan,
             timeout,
         })
     }
+}
+
+/// Port names and prefixes: `*` only at the end, at least one entry.
+fn parse_ports(text: &str) -> Option<Vec<String>> {
+    let ports: Vec<String> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let valid = |p: &String| !p.trim_end_matches('*').contains('*') && p.matches('*').count() <= 1;
+    (!ports.is_empty() && ports.iter().all(valid)).then_some(ports)
 }
 
 /// A VLAN id, 1 to 4094 (0 and 4095 are reserved by IEEE 802.1Q).
@@ -177,11 +203,34 @@ pub struct SwitchPort {
 impl SwitchPort {
     /// Builds the manager from the process environment.
     pub async fn from_env() -> anyhow::Result<Self> {
-        Ok(Self::new(SwitchPortSettings::from_vars(std::env::vars())?))
+        let settings = SwitchPortSettings::from_vars(std::env::vars())?;
+        if settings.ports.is_empty() {
+            tracing::warn!(
+                "OVS_PORTS is not set: a booking may change any port on the switch, uplinks included"
+            );
+        }
+        Ok(Self::new(settings))
     }
 
     /// Builds the manager from settings. Connects only when called: each call opens its
     /// own short connection, so a restarted database needs no reconnect logic.
+    /// Refuses a port `OVS_PORTS` does not list. (Release needs no check: it only restores
+    /// a port that this booking's configure marked.)
+    fn allowed(&self, port: &str) -> Result<(), ManagerError> {
+        let ports = &self.settings.ports;
+        let listed = |p: &String| match p.strip_suffix('*') {
+            Some(prefix) => port.starts_with(prefix),
+            None => port == p,
+        };
+        if ports.is_empty() || ports.iter().any(listed) {
+            return Ok(());
+        }
+        Err(ManagerError::permanent(format!(
+            "port {} is not among the ports this webhook may change (OVS_PORTS)",
+            quoted(port)
+        )))
+    }
+
     pub fn new(settings: SwitchPortSettings) -> Self {
         let db = Ovsdb {
             address: settings.address.clone(),
@@ -338,6 +387,7 @@ impl ResourceManager for SwitchPort {
     #[tracing::instrument(skip_all, fields(booking = %reservation.event_id, port = %reservation.resource.name))]
     async fn configure(&self, reservation: &Reservation) -> Result<Outcome, ManagerError> {
         let port = port_name(reservation)?;
+        self.allowed(port)?;
         let vlan = self.vlan(reservation)?;
         for _ in 0..ATTEMPTS {
             if self

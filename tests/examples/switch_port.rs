@@ -21,6 +21,7 @@ use example::{BOOKING_KEY, PREVIOUS_KEY, SwitchPort, SwitchPortSettings};
 fn settings(address: &str) -> SwitchPortSettings {
     SwitchPortSettings {
         address: address.parse().unwrap(),
+        ports: Vec::new(),
         vlans: 1..=4094,
         exclusive: true,
         default_vlan: None,
@@ -298,6 +299,48 @@ async fn a_release_by_a_restarted_manager_restores_the_vlan_remembered_by_the_sw
 }
 
 #[tokio::test]
+async fn a_port_ovs_ports_does_not_list_is_refused_and_left_as_it_was() {
+    // Arrange
+    let ovs = Ovs::start();
+    ovs.add_port("uplink0", Some(1));
+    ovs.add_port("lab-1", Some(10));
+    ovs.add_port("sw1-port-3", None);
+    let manager = SwitchPort::new(SwitchPortSettings {
+        ports: vec!["lab-*".into(), "sw1-port-3".into()],
+        ..settings(&ovs.unix_address())
+    });
+
+    // Act
+    let refused = manager
+        .configure(&booking("1", "uplink0", "100"))
+        .await
+        .unwrap_err();
+
+    // Assert
+    assert!(!refused.is_transient());
+    assert_eq!(
+        refused.message(),
+        "port \"uplink0\" is not among the ports this webhook may change (OVS_PORTS)"
+    );
+    assert_eq!(ovs.tag("uplink0"), Some(1));
+    assert_eq!(ovs.external_id("uplink0", BOOKING_KEY), None);
+
+    // Act: a listed prefix and a listed name
+    manager
+        .configure(&booking("2", "lab-1", "100"))
+        .await
+        .unwrap();
+    manager
+        .configure(&booking("3", "sw1-port-3", "101"))
+        .await
+        .unwrap();
+
+    // Assert
+    assert_eq!(ovs.tag("lab-1"), Some(100));
+    assert_eq!(ovs.tag("sw1-port-3"), Some(101));
+}
+
+#[tokio::test]
 async fn an_unknown_port_is_a_permanent_error_naming_it() {
     // Arrange
     let ovs = Ovs::start();
@@ -385,8 +428,14 @@ fn settings_errors_name_the_variable() {
         defaults.address.to_string(),
         "unix:/var/run/openvswitch/db.sock"
     );
+    assert!(defaults.ports.is_empty());
+    let listed = read(&[("OVS_PORTS", " sw1-port-*, lab-7 ,")]).unwrap();
+    assert_eq!(listed.ports, ["sw1-port-*", "lab-7"]);
 
     for (name, value) in [
+        ("OVS_PORTS", "sw*-port"),
+        ("OVS_PORTS", "lab-**"),
+        ("OVS_PORTS", " , "),
         ("OVS_VLAN_RANGE", "200-100"),
         ("OVS_VLAN_RANGE", "0-10"),
         ("OVS_DEFAULT_VLAN", "4095"),

@@ -149,7 +149,10 @@ impl Sqlite {
             .spawn(move || {
                 let mut conn = conn;
                 while let Ok(first) = queue.recv() {
-                    let group = std::iter::once(first).chain(queue.try_iter().take(MAX_GROUP - 1));
+                    // The group is what waits now; a step sent later joins the next one.
+                    let group: Vec<Job> = std::iter::once(first)
+                        .chain(queue.try_iter().take(MAX_GROUP - 1))
+                        .collect();
                     commit_group(&mut conn, group);
                 }
             })
@@ -214,7 +217,8 @@ impl Sqlite {
 /// answer tells of a change that a crash could still undo. If the transaction ends early
 /// (SQLite rolls back on some errors, such as a full disk), no further step runs and every
 /// step of the group is answered with the failure: nothing is half-done.
-fn commit_group(conn: &mut Connection, mut group: impl Iterator<Item = Job>) {
+fn commit_group(conn: &mut Connection, group: Vec<Job>) {
+    let mut group = group.into_iter();
     let fail_all = |answers: Vec<Answer>, rest: &mut dyn Iterator<Item = Job>, e: &str| {
         answers.into_iter().for_each(|answer| answer(Err(e)));
         rest.for_each(|job| job(None)(Err(e)));

@@ -287,6 +287,15 @@ async fn neighbours(
 }
 
 /// The resource of a booking, read without locks, to know which lock to take.
+/// Locks the booking's resource, then reads the booking for update; `None` if unknown.
+async fn load_locked(c: &impl GenericClient, id: &str) -> Result<Option<Booking>, StoreError> {
+    let Some(resource) = resource_of(c, id).await? else {
+        return Ok(None);
+    };
+    lock_resource(c, resource).await?;
+    load(c, id, true).await
+}
+
 async fn resource_of(c: &impl GenericClient, id: &str) -> Result<Option<i64>, StoreError> {
     let row = c
         .query_opt("SELECT resource_id FROM bookings WHERE id = $1", &[&id])
@@ -353,11 +362,7 @@ impl Store for Postgres {
     ) -> Result<Option<Claim>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let Some(resource) = resource_of(&tx, id).await? else {
-            return Ok(None);
-        };
-        lock_resource(&tx, resource).await?;
-        let Some(b) = load(&tx, id, true).await? else {
+        let Some(b) = load_locked(&tx, id).await? else {
             return Ok(None);
         };
         let claimed = claim(&tx, b, owner, now, lease_until).await?;
@@ -387,11 +392,7 @@ impl Store for Postgres {
     ) -> Result<Option<Booking>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let Some(resource) = resource_of(&tx, id).await? else {
-            return Ok(None);
-        };
-        lock_resource(&tx, resource).await?;
-        let Some(b) = load(&tx, id, true).await? else {
+        let Some(b) = load_locked(&tx, id).await? else {
             return Ok(None);
         };
         let Some(d) = rules::finish(b, owner, finish, now) else {

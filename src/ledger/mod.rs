@@ -209,11 +209,25 @@ pub(crate) fn active_bookings_sql(hint: &str) -> String {
     )
 }
 
-/// Where leases can be: only a due booking can be claimed and recording the call's result
-/// lets go of the lease, and only a pending report is claimed. So the indexes of due work
-/// find every lease that holds anything back, however many bookings the ledger keeps.
-pub(crate) const LEASED_BOOKINGS: &str = "next_attempt_at IS NOT NULL AND lease_owner IS NOT NULL";
-pub(crate) const LEASED_ENTRIES: &str = "state = 'pending' AND lease_owner IS NOT NULL";
+/// The statements that drop the leases of bookings, then of reports: those of the owner
+/// bound as the first parameter, or everyone's when it is NULL. `param` is the store's
+/// spelling of that parameter (`?1`, `$1::TEXT`).
+///
+/// Only a due booking can be claimed and recording the call's result lets go of the lease,
+/// and only a pending report is claimed. So the indexes of due work find every lease that
+/// holds anything back, however many bookings the ledger keeps.
+pub(crate) fn drop_leases_sql(param: &str) -> [String; 2] {
+    [
+        ("bookings", "next_attempt_at IS NOT NULL"),
+        ("outbox", "state = 'pending'"),
+    ]
+    .map(|(table, due)| {
+        format!(
+            "UPDATE {table} SET lease_owner = NULL, lease_until = NULL \
+             WHERE {due} AND lease_owner IS NOT NULL AND ({param} IS NULL OR lease_owner = {param})"
+        )
+    })
+}
 
 /// What a delivery asks for.
 #[derive(Debug, Clone)]

@@ -14,8 +14,8 @@ use tokio_postgres::{NoTls, Row};
 use super::rules::{self, Decision, Neighbours};
 use super::{
     Attempt, Booking, COLUMNS, Claim, Desired, Entry, EntryState, Event, Finish, Intent, Kind,
-    LEASED_BOOKINGS, LEASED_ENTRIES, Lease, Millis, NewEntry, Recorded, State, Store, StoreError,
-    Verdict, active_bookings_sql,
+    Lease, Millis, NewEntry, Op, Recorded, State, Store, StoreError, Verdict, active_bookings_sql,
+    drop_leases_sql,
 };
 
 const SCHEMA: &str = "
@@ -303,23 +303,17 @@ async fn resource_of(c: &impl GenericClient, id: &str) -> Result<Option<i64>, St
     Ok(row.map(|r| r.get(0)))
 }
 
-/// Claims `b` if [`rules::claim`] allows, saving the claim; the resource is locked.
-async fn claim(
+/// What claiming `b` decides ([`rules::claim`]), with its neighbours read; nothing saved.
+/// The resource is locked.
+async fn decide_claim(
     tx: &impl GenericClient,
     b: Booking,
     owner: &str,
     now: Millis,
     lease_until: Millis,
-) -> Result<Option<Claim>, StoreError> {
+) -> Result<Option<Decision<Option<Op>>>, StoreError> {
     let n = neighbours(tx, &b, now).await?;
-    let Some(d) = rules::claim(b, n, owner, now, lease_until) else {
-        return Ok(None);
-    };
-    save(tx, &d).await?;
-    Ok(d.result.map(|op| Claim {
-        op,
-        booking: d.booking,
-    }))
+    Ok(rules::claim(b, n, owner, now, lease_until))
 }
 
 #[async_trait]
@@ -338,17 +332,28 @@ impl Store for Postgres {
         lock_resource(&tx, resource).await?;
         let existing = load(&tx, &intent.booking_id, true).await?;
         let d = rules::record(existing, intent, now);
-        save(&tx, &d).await?;
-        let claim = match lease {
+        let claimed = match lease {
             Some(l) if d.result == Verdict::Work => {
-                claim(&tx, d.booking.clone(), l.owner, now, l.until).await?
+                decide_claim(&tx, d.booking.clone(), l.owner, now, l.until).await?
             }
             _ => None,
+        };
+        let (booking, claim) = match claimed {
+            // The claim's row holds the record's changes too: the row is written once.
+            Some(c) => {
+                note(&tx, &d.booking.id, now, &d.history).await?;
+                save(&tx, &c).await?;
+                (c.booking.clone(), c.into_claim())
+            }
+            None => {
+                save(&tx, &d).await?;
+                (d.booking, None)
+            }
         };
         tx.commit().await?;
         Ok(Recorded {
             verdict: d.result,
-            booking: claim.as_ref().map_or(d.booking, |c| c.booking.clone()),
+            booking,
             claim,
         })
     }
@@ -365,9 +370,12 @@ impl Store for Postgres {
         let Some(b) = load_locked(&tx, id).await? else {
             return Ok(None);
         };
-        let claimed = claim(&tx, b, owner, now, lease_until).await?;
+        let Some(d) = decide_claim(&tx, b, owner, now, lease_until).await? else {
+            return Ok(None);
+        };
+        save(&tx, &d).await?;
         tx.commit().await?;
-        Ok(claimed)
+        Ok(d.into_claim())
     }
 
     async fn renew(&self, id: &str, owner: &str, lease_until: Millis) -> Result<bool, StoreError> {
@@ -495,25 +503,9 @@ impl Store for Postgres {
 
     async fn drop_leases(&self, owner: Option<&str>) -> Result<u64, StoreError> {
         let client = self.client().await?;
-        let owner_is = "($1::TEXT IS NULL OR lease_owner = $1)";
-        let n = client
-            .execute(
-                &format!(
-                    "UPDATE bookings SET lease_owner = NULL, lease_until = NULL \
-                     WHERE {LEASED_BOOKINGS} AND {owner_is}"
-                ),
-                &[&owner],
-            )
-            .await?;
-        client
-            .execute(
-                &format!(
-                    "UPDATE outbox SET lease_owner = NULL, lease_until = NULL \
-                     WHERE {LEASED_ENTRIES} AND {owner_is}"
-                ),
-                &[&owner],
-            )
-            .await?;
+        let [bookings, reports] = drop_leases_sql("$1::TEXT");
+        let n = client.execute(&bookings, &[&owner]).await?;
+        client.execute(&reports, &[&owner]).await?;
         Ok(n)
     }
 

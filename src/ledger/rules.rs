@@ -2,8 +2,8 @@
 //! call one of these and save what it returns, inside one transaction, so they decide alike.
 
 use super::{
-    Booking, Desired, Intent, Millis, Op, State, Verdict, Verdict::Done, Verdict::InProgress,
-    Verdict::Work, random,
+    Booking, Claim, Desired, Intent, Millis, Op, State, Verdict, Verdict::Done,
+    Verdict::InProgress, Verdict::Work, random,
 };
 
 /// A fresh execution id: 12 hex digits.
@@ -19,6 +19,14 @@ pub struct Decision<T> {
     pub result: T,
     /// A line for the booking's history.
     pub history: String,
+}
+
+impl Decision<Option<Op>> {
+    /// The claim this decision took, if it calls the manager.
+    pub fn into_claim(self) -> Option<Claim> {
+        let booking = self.booking;
+        self.result.map(|op| Claim { op, booking })
+    }
 }
 
 fn done(status: &'static str, message: String) -> Verdict {

@@ -17,8 +17,8 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use super::rules::{self, Decision, Neighbours};
 use super::{
     Attempt, Booking, COLUMNS, Claim, Desired, Entry, EntryState, Event, Finish, Intent, Kind,
-    LEASED_BOOKINGS, LEASED_ENTRIES, Lease, Millis, NewEntry, Recorded, State, Store, StoreError,
-    Verdict, active_bookings_sql,
+    Lease, Millis, NewEntry, Op, Recorded, State, Store, StoreError, Verdict, active_bookings_sql,
+    drop_leases_sql,
 };
 
 const SCHEMA: &str = "
@@ -375,23 +375,16 @@ fn neighbours(tx: &Connection, b: &Booking, now: Millis) -> rusqlite::Result<Nei
     })
 }
 
-/// Claims `b` if [`rules::claim`] allows, saving the claim.
-fn claim(
+/// What claiming `b` decides ([`rules::claim`]), with its neighbours read; nothing saved.
+fn decide_claim(
     tx: &Connection,
     b: Booking,
     owner: &str,
     now: Millis,
     lease_until: Millis,
-) -> rusqlite::Result<Option<Claim>> {
+) -> rusqlite::Result<Option<Decision<Option<Op>>>> {
     let n = neighbours(tx, &b, now)?;
-    let Some(d) = rules::claim(b, n, owner, now, lease_until) else {
-        return Ok(None);
-    };
-    save(tx, &d)?;
-    Ok(d.result.map(|op| Claim {
-        op,
-        booking: d.booking,
-    }))
+    Ok(rules::claim(b, n, owner, now, lease_until))
 }
 
 /// Bookings due for a call, at most `limit`. Limits are written into the statements of this
@@ -425,16 +418,27 @@ impl Store for Sqlite {
         let lease = lease.map(|l| (l.owner.to_owned(), l.until));
         self.write(move |tx| {
             let d = rules::record(load(tx, &intent.booking_id)?, &intent, now);
-            save(tx, &d)?;
-            let claim = match lease {
+            let claimed = match &lease {
                 Some((owner, until)) if d.result == Verdict::Work => {
-                    claim(tx, d.booking.clone(), &owner, now, until)?
+                    decide_claim(tx, d.booking.clone(), owner, now, *until)?
                 }
                 _ => None,
             };
+            let (booking, claim) = match claimed {
+                // The claim's row holds the record's changes too: the row is written once.
+                Some(c) => {
+                    note(tx, &d.booking.id, now, &d.history)?;
+                    save(tx, &c)?;
+                    (c.booking.clone(), c.into_claim())
+                }
+                None => {
+                    save(tx, &d)?;
+                    (d.booking, None)
+                }
+            };
             Ok(Recorded {
                 verdict: d.result,
-                booking: claim.as_ref().map_or(d.booking, |c| c.booking.clone()),
+                booking,
                 claim,
             })
         })
@@ -449,9 +453,15 @@ impl Store for Sqlite {
         lease_until: Millis,
     ) -> Result<Option<Claim>, StoreError> {
         let (id, owner) = (id.to_owned(), owner.to_owned());
-        self.write(move |tx| match load(tx, &id)? {
-            Some(b) => claim(tx, b, &owner, now, lease_until),
-            None => Ok(None),
+        self.write(move |tx| {
+            let Some(b) = load(tx, &id)? else {
+                return Ok(None);
+            };
+            let Some(d) = decide_claim(tx, b, &owner, now, lease_until)? else {
+                return Ok(None);
+            };
+            save(tx, &d)?;
+            Ok(d.into_claim())
         })
         .await
     }
@@ -575,21 +585,9 @@ impl Store for Sqlite {
     async fn drop_leases(&self, owner: Option<&str>) -> Result<u64, StoreError> {
         let owner = owner.map(str::to_owned);
         self.write(move |tx| {
-            let owner_is = "(?1 IS NULL OR lease_owner = ?1)";
-            let n = tx.execute(
-                &format!(
-                    "UPDATE bookings SET lease_owner = NULL, lease_until = NULL \
-                     WHERE {LEASED_BOOKINGS} AND {owner_is}"
-                ),
-                params![owner],
-            )?;
-            tx.execute(
-                &format!(
-                    "UPDATE outbox SET lease_owner = NULL, lease_until = NULL \
-                     WHERE {LEASED_ENTRIES} AND {owner_is}"
-                ),
-                params![owner],
-            )?;
+            let [bookings, reports] = drop_leases_sql("?1");
+            let n = tx.execute(&bookings, params![owner])?;
+            tx.execute(&reports, params![owner])?;
             Ok(n as u64)
         })
         .await
@@ -867,15 +865,16 @@ mod tests {
         let c = Connection::open(Sqlite::path(dir.path())).unwrap();
         let statements = [
             active_bookings_sql("INDEXED BY bookings_due"),
-            format!("UPDATE bookings SET lease_owner = NULL WHERE {LEASED_BOOKINGS}"),
-            format!("UPDATE outbox SET lease_owner = NULL WHERE {LEASED_ENTRIES}"),
             "SELECT COUNT(*) FROM outbox WHERE state = 'pending'".into(),
-        ];
+        ]
+        .into_iter()
+        .chain(drop_leases_sql("?1"));
         for sql in statements {
-            let plan: Vec<String> = c
-                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .unwrap()
-                .query_map([], |r| r.get(3))
+            let mut explain = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            // Start-up drops everyone's leases: the owner parameter is NULL.
+            let owner = vec![None::<String>; explain.parameter_count()];
+            let plan: Vec<String> = explain
+                .query_map(rusqlite::params_from_iter(owner), |r| r.get(3))
                 .unwrap()
                 .collect::<Result<_, _>>()
                 .unwrap();

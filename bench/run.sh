@@ -109,8 +109,7 @@ webhook_row "webhook, signed EVENT_START, new id each" /webhook start
 if [ -d /dev/shm ] && [ -w /dev/shm ]; then
   shm=$(mktemp -d /dev/shm/webhook-bench.XXXXXX)
   webhook_row "… the same, ledger on tmpfs (no disk sync)" /webhook start "$shm"
-  rm -rf "$shm"
-  shm=""
+  shm="" # settle_disk removed it
 fi
 row "webhook idle RSS" "$((idle / 1024)) MiB ($idle KiB)"
 

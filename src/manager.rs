@@ -50,6 +50,20 @@ pub trait ResourceManager: Send + Sync + 'static {
     /// resource (a `configure` cut short or failed) to clean up.
     async fn release(&self, reservation: &Reservation) -> Result<Outcome, ManagerError>;
 
+    /// The end of a configured booking moved (the user extended or shortened it) and nothing
+    /// else changed: `reservation.end` is the new end. Implement it where the resource carries
+    /// the end itself (an API key's expiry, a role's `VALID UNTIL`); the default does nothing.
+    ///
+    /// The service keeps the booking configured until the new end either way: an extension is
+    /// never cut short, and a shortened booking is released by END or, without END, by the
+    /// sweeper at the new end plus `RELEASE_GRACE`. It is called under the same rules as
+    /// `configure` (one call per resource at a time, retried when transient) and must be
+    /// safe to repeat.
+    async fn end_changed(&self, reservation: &Reservation) -> Result<(), ManagerError> {
+        let _ = reservation;
+        Ok(())
+    }
+
     /// Whether the backend can take work now; `GET /readyz` answers 503 while it cannot.
     async fn ready(&self) -> Result<(), ManagerError> {
         Ok(())
@@ -111,6 +125,8 @@ pub enum Retry {
 #[derive(Debug)]
 pub struct ManagerError {
     retry: Retry,
+    /// The booking's own input (a custom parameter) is at fault, not the sender or the backend.
+    user_input: bool,
     message: String,
     source: Option<Box<dyn StdError + Send + Sync>>,
 }
@@ -120,6 +136,7 @@ impl ManagerError {
     pub fn transient(message: impl Into<String>) -> Self {
         Self {
             retry: Retry::Transient,
+            user_input: false,
             message: message.into(),
             source: None,
         }
@@ -129,14 +146,20 @@ impl ManagerError {
     pub fn permanent(message: impl Into<String>) -> Self {
         Self {
             retry: Retry::Permanent,
+            user_input: false,
             message: message.into(),
             source: None,
         }
     }
 
-    /// A custom parameter the booking carries is missing or not acceptable.
+    /// A custom parameter the booking carries is missing or not acceptable: a permanent
+    /// failure that is the user's to fix. The user is told (an `ERROR` notification naming the
+    /// parameter) and the sender gets a 2xx, since the delivery itself was fine.
     pub fn invalid_parameter(name: &str, problem: impl fmt::Display) -> Self {
-        Self::permanent(format!("custom parameter {name}: {problem}"))
+        Self {
+            user_input: true,
+            ..Self::permanent(format!("custom parameter {name}: {problem}"))
+        }
     }
 
     /// Attaches the underlying error, which is logged but never shown.
@@ -151,6 +174,11 @@ impl ManagerError {
 
     pub fn is_transient(&self) -> bool {
         self.retry == Retry::Transient
+    }
+
+    /// Whether the booking's own input is at fault ([`ManagerError::invalid_parameter`]).
+    pub fn is_invalid_input(&self) -> bool {
+        self.user_input
     }
 
     /// The user-facing message.

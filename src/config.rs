@@ -157,8 +157,10 @@ const DEFAULT_REPORT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(25);
 /// How long the sender waits for a reply; the processing budget must stay below it.
 pub const SENDER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Wait for the manager before answering 202: half the sender's timeout, with room to spare.
-const DEFAULT_PROCESSING_BUDGET: Duration = Duration::from_secs(5);
+/// Wait for the manager before answering 202: none. The event processor sends the START and
+/// END of every webhook of the installation one at a time, without a timeout, so a reply
+/// that waits for the manager delays everyone's deliveries (decision 8).
+const DEFAULT_PROCESSING_BUDGET: Duration = Duration::ZERO;
 const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(1);
 /// END comes up to about a minute after the booking's end; ten minutes leaves room.
@@ -427,7 +429,7 @@ fn endpoint(
     }))
 }
 
-/// `PROCESSING_BUDGET`: positive and below the sender's timeout.
+/// `PROCESSING_BUDGET`: below the sender's timeout.
 fn budget(value: Option<String>) -> Result<Duration, ConfigError> {
     let budget = duration("PROCESSING_BUDGET", value)?.unwrap_or(DEFAULT_PROCESSING_BUDGET);
     if budget >= SENDER_TIMEOUT {
@@ -526,7 +528,7 @@ mod tests {
         assert_eq!(c.log_format, LogFormat::Json);
         assert!(c.notification.is_none());
         assert!(matches!(&c.ledger, LedgerConfig::Embedded { dir } if dir.ends_with("data")));
-        assert_eq!(c.processing_budget, Duration::from_secs(5));
+        assert_eq!(c.processing_budget, Duration::ZERO);
         assert_eq!(c.replay_tolerance, Some(Duration::from_secs(300)));
         assert!(c.admin_token.is_none());
     }

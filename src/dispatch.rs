@@ -1,6 +1,9 @@
-//! Handles one booking event: records in the ledger what it asks for, has the
-//! [reconciler](crate::reconcile) act on it, waits for the result up to
-//! `PROCESSING_BUDGET`, and replies; past the budget it replies 202 and the work goes on.
+//! Handles booking events: records in the ledger what each asks for, has the
+//! [reconciler](crate::reconcile) act on it, waits for the result up to `PROCESSING_BUDGET`
+//! (none by default: the event processor sends every START and END of the installation one
+//! at a time and waits for each answer), and replies; past the budget it replies 202 and the
+//! work goes on. A batch, and a deleted resource's bookings, are handled booking by booking,
+//! with one result each in the reply.
 //!
 //! The reply says what happened to the booking (`configured`, `duplicate`, `failed`, ...)
 //! but never the manager's outcome, which goes to the user in a notification.
@@ -14,10 +17,11 @@ use tokio::sync::oneshot;
 
 use crate::hook::Source;
 use crate::ledger::{self, Booking, Desired, Finish, Intent, Op, State, StoreError, Verdict};
-use crate::payload::Action;
-use crate::reply::Reply;
+use crate::payload::{Action, BatchItem};
+use crate::reply::{Reply, ReplyBody};
 use crate::report::{Audit, LOG_TEXT_MAX, truncate};
 use crate::reservation::Reservation;
+use crate::signature::KeyId;
 use crate::startup::AppState;
 
 /// How often a waiting delivery looks at the ledger when no signal comes (the work may
@@ -32,6 +36,8 @@ pub struct BookingEvent {
     pub source: Source,
     pub reservation: Reservation,
     pub webhook_id: Option<String>,
+    /// The key that verified the delivery, if it was signed.
+    pub key_id: Option<KeyId>,
     pub start_notified: bool,
     /// The raw body, for the audit log.
     pub body: bytes::Bytes,
@@ -79,13 +85,138 @@ pub fn check_fresh(
     Ok(())
 }
 
-/// Handles one booking event to the end, even if the sender hangs up meanwhile.
-pub async fn booking(state: Arc<AppState>, event: BookingEvent) -> Reply {
-    let event_type = event.event_type;
-    let desired = match event.action {
-        Action::Configure => Desired::Active,
-        Action::Release | Action::ReleaseIfActive => Desired::Released,
+/// What a delivery shares with every booking it names: who sent it, signed with which key.
+pub struct Sender {
+    pub event_type: &'static str,
+    pub source: Source,
+    pub webhook_id: Option<String>,
+    pub key_id: Option<KeyId>,
+    pub body: bytes::Bytes,
+}
+
+impl Sender {
+    fn event(&self, action: Action, reservation: Reservation) -> BookingEvent {
+        BookingEvent {
+            action,
+            event_type: self.event_type,
+            source: self.source,
+            reservation,
+            webhook_id: self.webhook_id.clone(),
+            key_id: self.key_id.clone(),
+            start_notified: false,
+            body: self.body.clone(),
+        }
+    }
+}
+
+/// A batched START or END: each element of ours is a booking of its own, handled in turn.
+pub async fn batch(
+    state: Arc<AppState>,
+    action: Action,
+    sender: Sender,
+    items: Vec<BatchItem>,
+) -> Reply {
+    let mut results = Vec::with_capacity(items.len());
+    for item in items {
+        let reply = match item.booking {
+            Ok(reservation) => booking(state.clone(), sender.event(action, reservation)).await,
+            Err(reason) => Reply::ok("ignored", reason).for_event(&item.event_id),
+        };
+        results.push(reply);
+    }
+    combined(sender.event_type, "bookings in the batch", results)
+}
+
+/// `RESOURCE_DELETED`: the back end deleted every booking of the resource, active ones too,
+/// and sends no END or DELETED for them: each one still wanted active is released.
+pub async fn resource_deleted(state: Arc<AppState>, resource_id: i64, sender: Sender) -> Reply {
+    let bookings = match state.store.bookings_of_resource(resource_id).await {
+        Ok(bookings) => bookings,
+        Err(e) => return unavailable(&e),
     };
+    let mut results = Vec::with_capacity(bookings.len());
+    for b in bookings {
+        let reply = match serde_json::from_str::<Reservation>(&b.reservation) {
+            Ok(reservation) => {
+                booking(state.clone(), sender.event(Action::Release, reservation)).await
+            }
+            Err(e) => Reply::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "failed",
+                format!("the ledger's copy of booking {} cannot be read: {e}", b.id),
+            )
+            .for_event(&b.id),
+        };
+        results.push(reply);
+    }
+    if results.is_empty() {
+        return Reply::ok(
+            "ignored",
+            format!("resource {resource_id} has no booking in progress here: nothing to release"),
+        );
+    }
+    combined(
+        sender.event_type,
+        "bookings of the deleted resource",
+        results,
+    )
+}
+
+/// One reply for several bookings: the worst status among them (a 5xx if one could not be
+/// recorded, else 202 if one is still being worked on), and each booking's own result.
+fn combined(event_type: &str, what: &str, results: Vec<Reply>) -> Reply {
+    let code = results
+        .iter()
+        .map(|r| r.code)
+        .max_by_key(|c| match c.as_u16() {
+            500.. => 3,
+            202 => 2,
+            _ => 1,
+        })
+        .unwrap_or(StatusCode::OK);
+    let acted = results
+        .iter()
+        .filter(|r| r.body.status != "ignored")
+        .count();
+    let mut reply = Reply::new(
+        code,
+        if code.is_success() { "batch" } else { "failed" },
+        format!(
+            "{event_type}: {} {what}, {acted} of them this webhook's",
+            results.len()
+        ),
+    );
+    reply.body.results = results
+        .into_iter()
+        .map(|r| r.body)
+        .collect::<Vec<ReplyBody>>();
+    reply
+}
+
+/// Handles one booking event to the end, even if the sender hangs up meanwhile.
+pub async fn booking(state: Arc<AppState>, mut event: BookingEvent) -> Reply {
+    let event_type = event.event_type;
+    let (desired, update) = match event.action {
+        Action::Configure => (Desired::Active, false),
+        Action::Update => (Desired::Active, true),
+        Action::Release | Action::ReleaseIfActive | Action::MovedAway => (Desired::Released, false),
+    };
+    if matches!(event.action, Action::Update | Action::MovedAway) {
+        match known(&state, &mut event).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let id = &event.reservation.event_id;
+                let reply = Reply::ok(
+                    "ignored",
+                    format!("booking {id} has not started here: nothing to change now"),
+                )
+                .for_event(id);
+                state.metrics.delivery(event_type, reply.body.status);
+                return reply;
+            }
+            Err(e) => return unavailable(&e).for_event(&event.reservation.event_id),
+        }
+    }
     let r = &event.reservation;
     let id = r.event_id.clone();
     let payload = String::from_utf8_lossy(&event.body);
@@ -101,6 +232,8 @@ pub async fn booking(state: Arc<AppState>, event: BookingEvent) -> Reply {
         webhook_id: event.webhook_id.clone(),
         event_type,
         body: truncate(&payload, LOG_TEXT_MAX).to_owned(),
+        key_id: event.key_id.clone(),
+        update,
     };
     // With a free place for the call, the booking is claimed in the same step as the record.
     let now = ledger::now();
@@ -129,7 +262,21 @@ pub async fn booking(state: Arc<AppState>, event: BookingEvent) -> Reply {
                         None
                     }
                 };
-                settle(&state, &recorded.booking, desired, work, result).await
+                if update {
+                    // A move or a new end: several calls may follow; their results are
+                    // reported back as usual.
+                    let b = &recorded.booking;
+                    let _ = state.store.defer(&b.id, ledger::now()).await;
+                    let reply = Reply::new(
+                        StatusCode::ACCEPTED,
+                        "accepted",
+                        format!("booking {id} changed: the change is being applied and its result is reported back"),
+                    )
+                    .with_execution(&b.execution_id);
+                    (reply, 0)
+                } else {
+                    settle(&state, &recorded.booking, desired, work, result).await
+                }
             }
         },
     };
@@ -160,6 +307,21 @@ pub async fn booking(state: Arc<AppState>, event: BookingEvent) -> Reply {
         tracing::warn!("event has no webhookId: nothing reported back");
     }
     reply
+}
+
+/// Whether an update names a booking this webhook knows. An update carries the back end's
+/// entity, without the user's name, address or key: when the owner is the same, those of the
+/// booking as first delivered are kept.
+async fn known(state: &AppState, event: &mut BookingEvent) -> Result<bool, StoreError> {
+    let Some(b) = state.store.booking(&event.reservation.event_id).await? else {
+        return Ok(false);
+    };
+    if let Ok(first) = serde_json::from_str::<Reservation>(&b.reservation)
+        && first.user.id == event.reservation.user.id
+    {
+        event.reservation.user = first.user;
+    }
+    Ok(true)
 }
 
 /// Waits for the booking to settle within the budget and replies with the result, or 202.
@@ -259,6 +421,7 @@ fn reply_for(b: &Booking, desired: Desired, work: bool) -> (Reply, u32) {
             b.last_error.as_deref().unwrap_or("unknown error"),
             b.error_transient,
         ),
+        (State::Refused, _) => refused(id, b.last_error.as_deref().unwrap_or("invalid input")),
         _ => Reply::new(
             StatusCode::ACCEPTED,
             "in_progress",
@@ -278,7 +441,11 @@ pub fn final_reply(id: &str, op: Op, finish: &Finish) -> Reply {
         (Finish::Done { .. }, Op::Release) => {
             Reply::ok("released", format!("booking {id} released"))
         }
+        (Finish::Done { .. }, Op::EndChanged) => {
+            Reply::ok("updated", format!("booking {id} updated"))
+        }
         (Finish::Failed { error, transient }, _) => failed(op, error, *transient),
+        (Finish::Refused { error }, _) => refused(id, error),
         (Finish::Retry { .. }, _) => Reply::new(
             StatusCode::ACCEPTED,
             "in_progress",
@@ -286,6 +453,14 @@ pub fn final_reply(id: &str, op: Op, finish: &Finish) -> Reply {
         ),
     }
     .for_event(id)
+}
+
+/// A booking refused for its own input: the delivery was fine, so a 2xx; the user is told.
+fn refused(id: &str, error: &str) -> Reply {
+    Reply::ok(
+        "refused",
+        format!("booking {id} was refused, and its user told why: {error}"),
+    )
 }
 
 /// A failed call: 503 if the manager said it may pass, else 500.
@@ -304,15 +479,21 @@ fn accepted(state: &AppState, b: &Booking, desired: Desired, work: bool) -> Repl
     } else {
         ("in_progress", "an earlier delivery's")
     };
+    let op = op_for(desired).as_str();
+    let budget = state.config.processing_budget;
+    let when = if budget.is_zero() {
+        format!("{op} of booking {} is under way", b.id)
+    } else {
+        format!(
+            "{op} of booking {} is still running after {}",
+            b.id,
+            humantime::format_duration(budget)
+        )
+    };
     Reply::new(
         StatusCode::ACCEPTED,
         status,
-        format!(
-            "{} of booking {} is still running after {}: {whose} work goes on in the background and its result is reported back",
-            op_for(desired).as_str(),
-            b.id,
-            humantime::format_duration(state.config.processing_budget)
-        ),
+        format!("{when}: {whose} work goes on in the background and its result is reported back"),
     )
     .with_execution(&b.execution_id)
 }

@@ -96,9 +96,16 @@ impl<'a> OtherEvent<'a> {
     }
 }
 
+/// The least a hook is waited for, whatever `PROCESSING_BUDGET` says: enough for a hook that
+/// answers at once (most do: they ignore the event) to have its answer in the reply. Only the
+/// back end sends these events, from a pool of threads with a 10 s timeout, so a short wait
+/// holds up no one else's deliveries.
+const HOOK_BUDGET_FLOOR: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Offers an event to the manager's hook and replies: `ignored` with `reason` when it does not
 /// handle it, `handled` with its message, `failed` (5xx) with its error. A hook still running
-/// after `PROCESSING_BUDGET` is answered 202 and finishes in the background.
+/// after `PROCESSING_BUDGET` (at least [`HOOK_BUDGET_FLOOR`]) is answered 202 and finishes in
+/// the background.
 pub async fn offer(
     state: Arc<AppState>,
     source: Source,
@@ -121,7 +128,8 @@ pub async fn offer(
     // In a task of its own, like a booking's work: it finishes if the sender hangs up, and
     // shutdown waits for it.
     let mut task = state.tasks.spawn(work.instrument(tracing::Span::current()));
-    let reply = match tokio::time::timeout(state.config.processing_budget, &mut task).await {
+    let budget = state.config.processing_budget.max(HOOK_BUDGET_FLOOR);
+    let reply = match tokio::time::timeout(budget, &mut task).await {
         Ok(Ok(Ok(None))) => Reply::ok("ignored", reason),
         Ok(Ok(Ok(Some(outcome)))) => Reply::ok(
             "handled",
@@ -141,7 +149,7 @@ pub async fn offer(
             "accepted",
             format!(
                 "{event_type} is still being handled after {}: it goes on in the background",
-                humantime::format_duration(state.config.processing_budget)
+                humantime::format_duration(budget)
             ),
         ),
     };

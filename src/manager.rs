@@ -156,9 +156,15 @@ impl ManagerError {
     /// failure that is the user's to fix. The user is told (an `ERROR` notification naming the
     /// parameter) and the sender gets a 2xx, since the delivery itself was fine.
     pub fn invalid_parameter(name: &str, problem: impl fmt::Display) -> Self {
+        Self::invalid_input(format!("custom parameter {name}: {problem}"))
+    }
+
+    /// The booking's own input is not acceptable, said in `message` (which names what is
+    /// wrong): like [`ManagerError::invalid_parameter`], for input that is not one parameter.
+    pub fn invalid_input(message: impl Into<String>) -> Self {
         Self {
             user_input: true,
-            ..Self::permanent(format!("custom parameter {name}: {problem}"))
+            ..Self::permanent(message)
         }
     }
 

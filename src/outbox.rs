@@ -2,6 +2,11 @@
 //! with exponential backoff and jitter while the back end is down or failing, and marked
 //! delivered on its first 2xx so none is sent twice.
 //!
+//! Each report is signed with the key that verified its booking's event: the back end knows
+//! one key per `webhookId`, so during a move to a new secret (a new webhook), reports about
+//! bookings that came under the old one are signed with the old one. The reply of
+//! `WEBHOOK_LOG_ENDPOINT` holds the webhook's secret: its body is never logged or stored.
+//!
 //! An entry is leased while it is being sent, so replicas sharing a ledger never send the
 //! same one. A 4xx other than 408 and 429 will not change by trying again: the entry is
 //! marked failed at once; other failures are retried up to [`MAX_ATTEMPTS`] times, then
@@ -111,11 +116,18 @@ impl Outbox {
             None => Attempt::Failed {
                 status: format!("{variable} is not set"),
             },
-            Some(endpoint) => {
-                let result = self.post(endpoint, entry.body.as_bytes()).await;
-                self.metrics.report(name, result.is_ok());
-                self.judge(&entry, result)
-            }
+            Some(endpoint) => match self.signature(&entry).await {
+                Err(attempt) => attempt,
+                Ok(signature) => {
+                    // The audit log answers with the webhook's secret: keep no word of it.
+                    let keep_body = entry.kind != Kind::WebhookLog;
+                    let result = self
+                        .post(endpoint, entry.body.as_bytes(), signature, keep_body)
+                        .await;
+                    self.metrics.report(name, result.is_ok());
+                    self.judge(&entry, result)
+                }
+            },
         };
         if let Attempt::Failed { status } | Attempt::Retry { status, .. } = &attempt {
             tracing::warn!(
@@ -150,8 +162,44 @@ impl Outbox {
         }
     }
 
-    /// Posts a body; `Err((retryable, status))` unless the answer was 2xx.
-    async fn post(&self, endpoint: &Endpoint, body: &[u8]) -> Result<String, (bool, String)> {
+    /// The signature of an entry, with the key that verified its booking's event; an attempt
+    /// that failed when that key is no longer configured (or the ledger cannot say which).
+    async fn signature(&self, entry: &Entry) -> Result<Option<String>, Attempt> {
+        let Some(keys) = &self.keys else {
+            return Ok(None);
+        };
+        let key_id = match &entry.booking_id {
+            None => None,
+            Some(id) => match self.store.booking(id).await {
+                Ok(b) => b.and_then(|b| b.key_id),
+                Err(e) => {
+                    return Err(Attempt::Retry {
+                        status: format!("cannot read which key signs it: {e}"),
+                        at: ledger::now()
+                            + backoff(self.backoff, entry.attempts + 1).as_millis() as i64,
+                    });
+                }
+            },
+        };
+        keys.sign_with(key_id.as_deref(), entry.body.as_bytes())
+            .map(Some)
+            .ok_or_else(|| Attempt::Failed {
+                status: "the secret its booking's event was signed with is no longer configured \
+                         (WEBHOOK_SECRET, WEBHOOK_PREVIOUS_SECRETS): the back end would refuse \
+                         any other"
+                    .to_owned(),
+            })
+    }
+
+    /// Posts a body; `Err((retryable, status))` unless the answer was 2xx. The status holds
+    /// the start of the answer's body only with `keep_body`.
+    async fn post(
+        &self,
+        endpoint: &Endpoint,
+        body: &[u8],
+        signature: Option<String>,
+        keep_body: bool,
+    ) -> Result<String, (bool, String)> {
         let client = self.client.get_or_init(|| {
             reqwest::Client::builder()
                 .user_agent(concat!(
@@ -166,14 +214,17 @@ impl Outbox {
             .post(endpoint.url.clone())
             .timeout(endpoint.timeout)
             .header("content-type", "application/json");
-        if let Some(keys) = &self.keys {
-            request = request.header(SIGNATURE_HEADER, keys.sign(body));
+        if let Some(signature) = signature {
+            request = request.header(SIGNATURE_HEADER, signature);
         }
         match request.body(body.to_vec()).send().await {
             Ok(response) if response.status().is_success() => Ok(response.status().to_string()),
             Ok(response) => {
                 let status = response.status();
                 let retryable = status.is_server_error() || matches!(status.as_u16(), 408 | 429);
+                if !keep_body {
+                    return Err((retryable, status.to_string()));
+                }
                 let text = response.text().await.unwrap_or_default();
                 Err((retryable, format!("{status}: {}", truncate(&text, 200))))
             }

@@ -1,11 +1,14 @@
 //! Turns a verified raw body into a [`Delivery`]: a booking to act on, an event for the
 //! manager's hook, or a reason to ignore it.
 //!
-//! The sender uses two shapes: START/END are flat (`eventId`, `resourceType`, ...), everything
-//! the back end sends itself is nested (`{eventType, timestamp, webhookId, data}`). The body is
-//! parsed once; `data` is kept as raw JSON and read only for `EVENT_DELETED`, so a future event
-//! type with an unexpected `data` is still recognised and ignored. Ids arrive as strings or
-//! numbers depending on the shape, and both are accepted.
+//! The sender uses three shapes: START/END are flat (`eventId`, `resourceType`, ...) or, from
+//! event processors 0.1.12–0.1.17, batched per user (`events[]`, user fields at the top);
+//! everything the back end sends itself is nested (`{eventType, timestamp, webhookId, data}`).
+//! The body is parsed once; `data` is kept as raw JSON and read only for the events that act
+//! on bookings (`EVENT_DELETED`, `EVENT_UPDATED`, `RESOURCE_DELETED`), so a future event type
+//! with an unexpected `data` is still recognised and ignored, and so is a `data` the sender
+//! could not serialise (a string). Ids arrive as strings or numbers depending on the shape,
+//! and both are accepted.
 
 use std::fmt;
 
@@ -34,6 +37,16 @@ pub enum PayloadError {
     InvalidParameters(String),
 }
 
+impl PayloadError {
+    /// The same problem, said of element `index` of a batch's `events`.
+    fn in_batch(self, index: usize) -> String {
+        match self {
+            PayloadError::MissingField(f) => format!("events[{index}]: missing field {f}"),
+            other => format!("events[{index}]: {other}"),
+        }
+    }
+}
+
 /// What to do with a booking event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -43,6 +56,11 @@ pub enum Action {
     Release,
     /// `EVENT_DELETED`: release it if the booking is active; a future booking needs nothing.
     ReleaseIfActive,
+    /// `EVENT_UPDATED` of a booking of this type: apply its new end, resource or owner.
+    Update,
+    /// `EVENT_UPDATED` that moved a booking to a resource of another type: release it if
+    /// this webhook holds it.
+    MovedAway,
 }
 
 impl Action {
@@ -52,6 +70,7 @@ impl Action {
             Action::Configure => "EVENT_START",
             Action::Release => "EVENT_END",
             Action::ReleaseIfActive => "EVENT_DELETED",
+            Action::Update | Action::MovedAway => "EVENT_UPDATED",
         }
     }
 }
@@ -62,7 +81,7 @@ impl Action {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Delivery {
-    /// A START, END or DELETED event for this webhook's resource type.
+    /// A START, END, DELETED or UPDATED event for this webhook's resource type.
     Booking {
         action: Action,
         reservation: Reservation,
@@ -73,6 +92,19 @@ pub enum Delivery {
         /// When the sender says it sent the event (the signed `timestamp`).
         sent_at: Option<DateTime<Utc>>,
     },
+    /// START or END batched per user: one result per element of `events`.
+    Batch {
+        action: Action,
+        webhook_id: Option<String>,
+        sent_at: Option<DateTime<Utc>>,
+        items: Vec<BatchItem>,
+    },
+    /// `RESOURCE_DELETED` of a resource of this webhook's type: its bookings are gone.
+    ResourceDeleted {
+        resource_id: i64,
+        webhook_id: Option<String>,
+        sent_at: Option<DateTime<Utc>>,
+    },
     /// Any other event type: offered to the manager's
     /// [hook](crate::manager::ResourceManager::on_event), and ignored with `reason` when the
     /// hook does not handle it.
@@ -81,12 +113,22 @@ pub enum Delivery {
     Ignored { event_type: String, reason: String },
 }
 
+/// One element of a batched START or END.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchItem {
+    /// The element's `eventId`, or its position when it has none.
+    pub event_id: String,
+    /// The booking, or why this webhook does not act on it (another resource type, or a
+    /// malformed element).
+    pub booking: Result<Reservation, String>,
+}
+
 /// Parses a body. `ours` tells whether a resource type's display name is this webhook's.
 pub fn parse(body: &[u8], ours: impl Fn(&str) -> bool) -> Result<Delivery, PayloadError> {
     if body.trim_ascii().is_empty() {
         return Err(PayloadError::Empty);
     }
-    let wire: Wire<'_> = match from_slice(body) {
+    let mut wire: Wire<'_> = match from_slice(body) {
         Ok(wire) => wire,
         Err(err) => return classify_failure(body, err),
     };
@@ -94,6 +136,8 @@ pub fn parse(body: &[u8], ours: impl Fn(&str) -> bool) -> Result<Delivery, Paylo
         "EVENT_START" => Action::Configure,
         "EVENT_END" => Action::Release,
         "EVENT_DELETED" => Action::ReleaseIfActive,
+        "EVENT_UPDATED" => Action::Update,
+        "RESOURCE_DELETED" => return resource_deleted(wire, ours),
         other => {
             let reason = ignore_reason(other);
             return Ok(Delivery::Other {
@@ -102,34 +146,112 @@ pub fn parse(body: &[u8], ours: impl Fn(&str) -> bool) -> Result<Delivery, Paylo
             });
         }
     };
-    let webhook_id = wire.webhook_id.clone().map(|id| id.0);
+    let webhook_id = wire.webhook_id.take().map(|id| id.0);
     let sent_at = wire.timestamp;
-    let (reservation, start_notified) = if action == Action::ReleaseIfActive {
-        let data = wire.data.ok_or(PayloadError::MissingField("data"))?;
+    if matches!(action, Action::ReleaseIfActive | Action::Update) {
+        let Some(data) = nested_data(&wire)? else {
+            return Ok(unreadable_data(wire.event_type));
+        };
         let booking: WireBooking =
             from_slice(data.get().as_bytes()).map_err(|e| e.within("data"))?;
         let kind = &booking.resource.kind.name;
-        if !ours(kind) {
-            return Ok(not_ours(wire.event_type, kind));
-        }
-        let notified = booking.start_notified_at.is_some();
-        (booking.into_reservation()?, notified)
-    } else {
-        let kind = wire
-            .resource_type
-            .as_deref()
-            .ok_or(PayloadError::MissingField("resourceType"))?;
-        if !ours(kind) {
-            return Ok(not_ours(wire.event_type, kind));
-        }
-        (wire.into_reservation()?, false)
-    };
+        let action = match (action, ours(kind)) {
+            (_, true) => action,
+            (Action::Update, false) => Action::MovedAway,
+            (_, false) => return Ok(not_ours(wire.event_type, kind)),
+        };
+        let start_notified = booking.start_notified_at.is_some();
+        return Ok(Delivery::Booking {
+            action,
+            reservation: booking.into_reservation(),
+            webhook_id,
+            start_notified,
+            sent_at,
+        });
+    }
+    if let Some(events) = wire.events.take() {
+        let user = wire.user();
+        let items = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| batch_item(i, e, &user, &ours))
+            .collect();
+        return Ok(Delivery::Batch {
+            action,
+            webhook_id,
+            sent_at,
+            items,
+        });
+    }
+    let kind = wire
+        .resource_type
+        .as_deref()
+        .ok_or(PayloadError::MissingField("resourceType"))?;
+    if !ours(kind) {
+        return Ok(not_ours(wire.event_type, kind));
+    }
+    let user = wire.user()?;
     Ok(Delivery::Booking {
         action,
-        reservation,
+        reservation: wire.item().into_reservation(user)?,
         webhook_id,
-        start_notified,
+        start_notified: false,
         sent_at,
+    })
+}
+
+/// `data` of a nested event; `None` when the sender could not serialise the entity and sent
+/// a string in its place.
+fn nested_data<'a>(wire: &Wire<'a>) -> Result<Option<&'a RawValue>, PayloadError> {
+    let data = wire.data.ok_or(PayloadError::MissingField("data"))?;
+    Ok((!data.get().starts_with('"')).then_some(data))
+}
+
+fn unreadable_data(event_type: String) -> Delivery {
+    Delivery::Ignored {
+        reason: format!(
+            "{event_type} carries no booking (the sender could not serialise it): nothing to do"
+        ),
+        event_type,
+    }
+}
+
+fn batch_item(
+    index: usize,
+    e: WireEvent,
+    user: &Result<User, PayloadError>,
+    ours: &impl Fn(&str) -> bool,
+) -> BatchItem {
+    let event_id = e
+        .event_id
+        .as_ref()
+        .map_or_else(|| format!("events[{index}]"), |id| id.0.clone());
+    let booking = match (e.resource_type.as_deref(), user) {
+        (None, _) => Err(PayloadError::MissingField("resourceType").in_batch(index)),
+        (Some(kind), _) if !ours(kind) => Err(format!(
+            "resource type {kind:?} is not handled by this webhook"
+        )),
+        (_, Err(e)) => Err(e.to_string()),
+        (_, Ok(user)) => e
+            .into_reservation(user.clone())
+            .map_err(|err| err.in_batch(index)),
+    };
+    BatchItem { event_id, booking }
+}
+
+/// `RESOURCE_DELETED`: the back end deleted every booking of the resource with it.
+fn resource_deleted(wire: Wire<'_>, ours: impl Fn(&str) -> bool) -> Result<Delivery, PayloadError> {
+    let Some(data) = nested_data(&wire)? else {
+        return Ok(unreadable_data(wire.event_type));
+    };
+    let resource: WireResource = from_slice(data.get().as_bytes()).map_err(|e| e.within("data"))?;
+    if !ours(&resource.kind.name) {
+        return Ok(not_ours(wire.event_type, &resource.kind.name));
+    }
+    Ok(Delivery::ResourceDeleted {
+        resource_id: resource.id.0,
+        webhook_id: wire.webhook_id.map(|id| id.0),
+        sent_at: wire.timestamp,
     })
 }
 
@@ -143,7 +265,7 @@ fn not_ours(event_type: String, kind: &str) -> Delivery {
 fn ignore_reason(event_type: &str) -> String {
     match event_type {
         "ALL" => "test event received".to_owned(),
-        "EVENT_CREATED" | "EVENT_UPDATED" => format!("{event_type} needs no action"),
+        "EVENT_CREATED" => format!("{event_type} needs no action"),
         t if t.starts_with("RESOURCE_") => format!("{event_type} needs no action"),
         _ => format!("event type {event_type:?} is not handled by this webhook"),
     }
@@ -156,7 +278,14 @@ fn classify_failure(body: &[u8], err: FieldError) -> Result<Delivery, PayloadErr
     let map = object(body)?;
     match map.get("eventType") {
         Some(Value::String(t))
-            if !matches!(t.as_str(), "EVENT_START" | "EVENT_END" | "EVENT_DELETED") =>
+            if !matches!(
+                t.as_str(),
+                "EVENT_START"
+                    | "EVENT_END"
+                    | "EVENT_DELETED"
+                    | "EVENT_UPDATED"
+                    | "RESOURCE_DELETED"
+            ) =>
         {
             Ok(Delivery::Other {
                 event_type: t.clone(),
@@ -247,7 +376,8 @@ fn strip_position(e: &serde_json::Error) -> String {
     }
 }
 
-/// Both shapes in one struct: the flat fields of START/END, and `data` for the nested ones.
+/// Every shape in one struct: the flat fields of START/END, `events` of a batch, and `data`
+/// for the nested ones.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Wire<'a> {
@@ -271,21 +401,70 @@ struct Wire<'a> {
     resource_location: Option<String>,
     site_id: Option<IdText>,
     site_name: Option<String>,
+    events: Option<Vec<WireEvent>>,
     #[serde(borrow)]
     data: Option<&'a RawValue>,
 }
 
 impl Wire<'_> {
-    fn into_reservation(self) -> Result<Reservation, PayloadError> {
+    /// The user fields, at the top of the flat and the batched shapes.
+    fn user(&self) -> Result<User, PayloadError> {
+        Ok(User {
+            id: self
+                .user_id
+                .clone()
+                .ok_or(PayloadError::MissingField("userId"))?,
+            username: self.username.clone(),
+            email: self.email.clone(),
+            ssh_public_key: self.ssh_public_key.clone(),
+        })
+    }
+
+    /// The booking fields of the flat shape.
+    fn item(self) -> WireEvent {
+        WireEvent {
+            event_id: self.event_id,
+            event_title: self.event_title,
+            event_description: self.event_description,
+            event_start: self.event_start,
+            event_end: self.event_end,
+            custom_parameters: self.custom_parameters,
+            resource_id: self.resource_id,
+            resource_name: self.resource_name,
+            resource_type: self.resource_type,
+            resource_specs: self.resource_specs,
+            resource_location: self.resource_location,
+            site_id: self.site_id,
+            site_name: self.site_name,
+        }
+    }
+}
+
+/// One booking's fields in the flat shape, and in each element of a batch's `events`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireEvent {
+    event_id: Option<IdText>,
+    event_title: Option<String>,
+    event_description: Option<String>,
+    event_start: Option<DateTime<Utc>>,
+    event_end: Option<DateTime<Utc>>,
+    custom_parameters: Option<Value>,
+    resource_id: Option<IdNumber>,
+    resource_name: Option<String>,
+    resource_type: Option<String>,
+    resource_specs: Option<String>,
+    resource_location: Option<String>,
+    site_id: Option<IdText>,
+    site_name: Option<String>,
+}
+
+impl WireEvent {
+    fn into_reservation(self, user: User) -> Result<Reservation, PayloadError> {
         use PayloadError::MissingField as Missing;
         Ok(Reservation {
             event_id: self.event_id.ok_or(Missing("eventId"))?.0,
-            user: User {
-                id: self.user_id.ok_or(Missing("userId"))?,
-                username: self.username,
-                email: self.email,
-                ssh_public_key: self.ssh_public_key,
-            },
+            user,
             resource: Resource {
                 id: self.resource_id.ok_or(Missing("resourceId"))?.0,
                 name: self.resource_name.ok_or(Missing("resourceName"))?,
@@ -301,13 +480,12 @@ impl Wire<'_> {
             description: self.event_description,
             start: self.event_start.ok_or(Missing("eventStart"))?,
             end: self.event_end.ok_or(Missing("eventEnd"))?,
-            parameters: Parameters::parse(self.custom_parameters.as_ref())
-                .map_err(PayloadError::InvalidParameters)?,
+            parameters: Parameters::parse_or_keep(self.custom_parameters.as_ref()),
         })
     }
 }
 
-/// `data` of EVENT_DELETED: the reservation as the back end stores it.
+/// `data` of EVENT_DELETED and EVENT_UPDATED: the reservation as the back end stores it.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct WireBooking {
@@ -340,8 +518,10 @@ struct WireType {
 }
 
 impl WireBooking {
-    fn into_reservation(self) -> Result<Reservation, PayloadError> {
-        Ok(Reservation {
+    /// The booking, with the user's id only: the back end's entity has no name, address or
+    /// key.
+    fn into_reservation(self) -> Reservation {
+        Reservation {
             event_id: self.id.0,
             user: User {
                 id: self.keycloak_id,
@@ -364,9 +544,8 @@ impl WireBooking {
             description: self.description,
             start: self.start,
             end: self.end,
-            parameters: Parameters::parse(self.custom_parameters.as_ref())
-                .map_err(PayloadError::InvalidParameters)?,
-        })
+            parameters: Parameters::parse_or_keep(self.custom_parameters.as_ref()),
+        }
     }
 }
 

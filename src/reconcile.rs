@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use crate::config::Config;
 use crate::ledger::{self, Booking, Claim, Finish, Lease, Op, Store};
-use crate::manager::ResourceManager;
+use crate::manager::{ManagerError, Outcome, ResourceManager};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::report::{Audit, Reports};
@@ -310,11 +310,22 @@ impl Reconciler {
         async {
             let started = Instant::now();
             let result = match serde_json::from_str::<Reservation>(&b.reservation) {
+                Ok(r) if op == Op::Configure && r.parameters.error().is_some() => {
+                    // Never offered to the manager: the booking's own input cannot be read.
+                    Err(ManagerError::invalid_input(
+                        r.parameters.error().unwrap_or_default(),
+                    ))
+                }
                 Ok(r) => {
                     let call = async {
                         match op {
                             Op::Configure => self.manager.configure(&r).await,
                             Op::Release => self.manager.release(&r).await,
+                            Op::EndChanged => self
+                                .manager
+                                .end_changed(&r)
+                                .await
+                                .map(|()| Outcome::new(String::new())),
                         }
                     };
                     tokio::select! {
@@ -322,7 +333,7 @@ impl Reconciler {
                         _ = self.abort.cancelled() => return Err(CutShort),
                     }
                 }
-                Err(e) => Err(crate::manager::ManagerError::permanent(format!(
+                Err(e) => Err(ManagerError::permanent(format!(
                     "the ledger's copy of booking {} cannot be read: {e}",
                     b.id
                 ))),
@@ -333,6 +344,12 @@ impl Reconciler {
                     tracing::info!("{} succeeded", op.as_str());
                     Finish::Done {
                         outcome: outcome.message,
+                    }
+                }
+                Err(e) if e.is_invalid_input() => {
+                    tracing::warn!(error.message = %e, "{} refused: the booking's input is not acceptable", op.as_str());
+                    Finish::Refused {
+                        error: e.message().to_owned(),
                     }
                 }
                 Err(e) => {

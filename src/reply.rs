@@ -25,6 +25,9 @@ pub struct ReplyBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub execution_id: Option<String>,
     pub message: String,
+    /// A batch (or a deleted resource's bookings): each booking's own result.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub results: Vec<ReplyBody>,
 }
 
 impl Reply {
@@ -36,6 +39,7 @@ impl Reply {
                 event_id: None,
                 execution_id: None,
                 message: message.into(),
+                results: Vec::new(),
             },
         }
     }

@@ -93,22 +93,43 @@ impl Reports {
     /// The user's notification of an operation's final result.
     pub fn result(&self, b: &Booking, op: Op, finish: &Finish) -> Option<NewEntry> {
         let webhook_id = b.webhook_id.as_deref().filter(|_| self.notification)?;
-        let (kind, message) = match finish {
-            Finish::Done { outcome } => (NoticeKind::Success, outcome.clone()),
-            Finish::Failed { error, .. } => (
-                NoticeKind::Error,
+        let (resource, id) = (&b.resource_name, &b.id);
+        let (kind, message) = match (finish, op) {
+            (Finish::Retry { .. }, _) | (Finish::Done { .. }, Op::EndChanged) => return None,
+            // The back end refuses a blank message: say what happened in its place.
+            (Finish::Done { outcome }, _) if !outcome.trim().is_empty() => {
+                (NoticeKind::Success, outcome.clone())
+            }
+            (Finish::Done { .. }, Op::Configure) => (
+                NoticeKind::Success,
+                format!("{resource} is ready for your booking {id}."),
+            ),
+            (Finish::Done { .. }, _) => (
+                NoticeKind::Success,
+                format!("Your booking {id} of {resource} has ended: its access was removed."),
+            ),
+            (Finish::Failed { error, .. }, Op::EndChanged) => (
+                NoticeKind::Warning,
                 format!(
-                    "Could not {} {} for booking {}: {error}",
-                    op.as_str(),
-                    b.resource_name,
-                    b.id
+                    "The new end of booking {id} could not be applied to {resource}: {error}. \
+                     It stays yours until the new end."
                 ),
             ),
-            Finish::Retry { .. } => return None,
+            (Finish::Failed { error, .. } | Finish::Refused { error }, _) => (
+                NoticeKind::Error,
+                format!(
+                    "Could not {} {resource} for booking {id}: {error}",
+                    op.as_str()
+                ),
+            ),
         };
         let event_type = match (op, b.event_type.as_str()) {
             (Op::Configure, _) => "EVENT_START",
-            (Op::Release, t @ ("EVENT_END" | "EVENT_DELETED")) => t,
+            (Op::EndChanged, _) => "EVENT_UPDATED",
+            (
+                Op::Release,
+                t @ ("EVENT_END" | "EVENT_DELETED" | "EVENT_UPDATED" | "RESOURCE_DELETED"),
+            ) => t,
             (Op::Release, _) => "EVENT_END",
         };
         let body = Notification {

@@ -72,6 +72,10 @@ pub struct Site {
 pub struct Parameters {
     values: Map<String, Value>,
     raw: Option<String>,
+    /// Why the sender's text could not be read, when it could not: the booking is then
+    /// refused with this message before any manager call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
 }
 
 impl Parameters {
@@ -83,15 +87,18 @@ impl Parameters {
             Some(Value::Object(values)) => Ok(Self {
                 values: values.clone(),
                 raw: Some(Value::Object(values.clone()).to_string()),
+                error: None,
             }),
             Some(Value::String(text)) if text.trim().is_empty() => Ok(Self {
                 values: Map::new(),
                 raw: Some(text.clone()),
+                error: None,
             }),
             Some(Value::String(text)) => match serde_json::from_str::<Value>(text) {
                 Ok(Value::Object(values)) => Ok(Self {
                     values,
                     raw: Some(text.clone()),
+                    error: None,
                 }),
                 Ok(other) => Err(format!(
                     "customParameters must be a JSON object, got {}",
@@ -106,6 +113,25 @@ impl Parameters {
         }
     }
 
+    /// Like [`Parameters::parse`], but text that is not a JSON object is kept as it came,
+    /// with the reason in [`Parameters::error`], instead of refusing the whole event: the
+    /// mistake is the user's, and it is the user who must hear of it.
+    pub fn parse_or_keep(value: Option<&Value>) -> Self {
+        Self::parse(value).unwrap_or_else(|error| Self {
+            values: Map::new(),
+            raw: match value {
+                Some(Value::String(text)) => Some(text.clone()),
+                other => other.map(Value::to_string),
+            },
+            error: Some(error),
+        })
+    }
+
+    /// Why the sender's `customParameters` could not be read, if they could not.
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
     /// Builds parameters from key/value pairs, for tests and the `send` command.
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         let values: Map<String, Value> = pairs
@@ -116,6 +142,7 @@ impl Parameters {
         Self {
             values,
             raw: Some(raw),
+            error: None,
         }
     }
 
@@ -186,6 +213,22 @@ mod tests {
         assert!(Parameters::parse(Some(&json!("  "))).unwrap().is_empty());
         assert!(Parameters::parse(None).unwrap().is_empty());
         assert!(Parameters::parse(Some(&Value::Null)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn parameters_that_cannot_be_read_are_kept_with_the_reason() {
+        let p = Parameters::parse_or_keep(Some(&json!("{vlan_id: 100")));
+        assert!(p.is_empty());
+        assert_eq!(p.raw(), Some("{vlan_id: 100"));
+        assert!(
+            p.error()
+                .unwrap()
+                .starts_with("customParameters is not valid JSON"),
+            "{p:?}"
+        );
+        let back: Parameters = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(back, p);
+        assert_eq!(Parameters::parse_or_keep(Some(&json!("{}"))).error(), None);
     }
 
     #[test]

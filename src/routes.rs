@@ -135,6 +135,7 @@ async fn receive_waldur(req: &Request, body: Body, state: Arc<AppState>) -> Repl
                 source: Source::Waldur,
                 reservation,
                 webhook_id: None,
+                key_id: None,
                 start_notified: false,
                 body: bytes,
             };
@@ -149,15 +150,22 @@ async fn receive(req: &Request, body: Body, state: Arc<AppState>) -> Reply {
         Err(reply) => return rejected(&state, reply),
     };
 
-    if let Some(keys) = &state.config.keys
-        && let Err(e) = keys.verify(req.headers(), &bytes)
+    let key_id = match state
+        .config
+        .keys
+        .as_ref()
+        .map(|k| k.verify_key(req.headers(), &bytes))
     {
-        tracing::warn!(error = %e, "signature refused");
-        return rejected(
-            &state,
-            Reply::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()),
-        );
-    }
+        None => None,
+        Some(Ok(id)) => Some(id),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "signature refused");
+            return rejected(
+                &state,
+                Reply::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()),
+            );
+        }
+    };
 
     let delivery = match payload::parse(&bytes, |kind| state.config.handles(kind)) {
         Ok(delivery) => delivery,
@@ -174,6 +182,42 @@ async fn receive(req: &Request, body: Body, state: Arc<AppState>) -> Reply {
             state.metrics.delivery(&event_type, "ignored");
             Reply::ok("ignored", reason)
         }
+        Delivery::Batch {
+            action,
+            webhook_id,
+            sent_at,
+            items,
+        } => {
+            if let Err(reply) = fresh(&state, action.event_type(), sent_at) {
+                return reply;
+            }
+            tracing::Span::current().record("event_type", action.event_type());
+            let sender = sender(action.event_type(), webhook_id, key_id, bytes);
+            in_task(
+                &state,
+                dispatch::batch(state.clone(), action, sender, items),
+            )
+            .await
+        }
+        Delivery::ResourceDeleted {
+            resource_id,
+            webhook_id,
+            sent_at,
+        } => {
+            const EVENT: &str = "RESOURCE_DELETED";
+            if let Err(reply) = fresh(&state, EVENT, sent_at) {
+                return reply;
+            }
+            let span = tracing::Span::current();
+            span.record("event_type", EVENT);
+            span.record("resource_id", resource_id);
+            let sender = sender(EVENT, webhook_id, key_id, bytes);
+            in_task(
+                &state,
+                dispatch::resource_deleted(state.clone(), resource_id, sender),
+            )
+            .await
+        }
         Delivery::Other { event_type, reason } => {
             tracing::Span::current().record("event_type", event_type.as_str());
             hook::offer(state, Source::ReservationSystem, event_type, reason, bytes).await
@@ -185,13 +229,7 @@ async fn receive(req: &Request, body: Body, state: Arc<AppState>) -> Reply {
             start_notified,
             sent_at,
         } => {
-            if let Err(reply) =
-                dispatch::check_fresh(sent_at, state.config.replay_tolerance, chrono::Utc::now())
-            {
-                tracing::warn!(message = %reply.body.message, "replay refused");
-                state
-                    .metrics
-                    .delivery(action.event_type(), reply.body.status);
+            if let Err(reply) = fresh(&state, action.event_type(), sent_at) {
                 return reply.for_event(&reservation.event_id);
             }
             tracing::Span::current().record("event_type", action.event_type());
@@ -201,11 +239,41 @@ async fn receive(req: &Request, body: Body, state: Arc<AppState>) -> Reply {
                 source: Source::ReservationSystem,
                 reservation,
                 webhook_id,
+                key_id,
                 start_notified,
                 body: bytes,
             };
             run_booking(state, event).await
         }
+    }
+}
+
+/// Refuses a booking event whose signed timestamp is too old or too new (a replay).
+fn fresh(
+    state: &AppState,
+    event_type: &str,
+    sent_at: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<(), Reply> {
+    dispatch::check_fresh(sent_at, state.config.replay_tolerance, chrono::Utc::now()).inspect_err(
+        |reply| {
+            tracing::warn!(message = %reply.body.message, "replay refused");
+            state.metrics.delivery(event_type, reply.body.status);
+        },
+    )
+}
+
+fn sender(
+    event_type: &'static str,
+    webhook_id: Option<String>,
+    key_id: Option<crate::signature::KeyId>,
+    body: bytes::Bytes,
+) -> dispatch::Sender {
+    dispatch::Sender {
+        event_type,
+        source: Source::ReservationSystem,
+        webhook_id,
+        key_id,
+        body,
     }
 }
 
@@ -215,9 +283,12 @@ async fn run_booking(state: Arc<AppState>, event: BookingEvent) -> Reply {
     let span = tracing::Span::current();
     span.record("event_id", event.reservation.event_id.as_str());
     span.record("resource_id", event.reservation.resource.id);
-    let task = state
-        .tasks
-        .spawn(dispatch::booking(state.clone(), event).instrument(span));
+    in_task(&state, dispatch::booking(state.clone(), event)).await
+}
+
+/// Runs a delivery's work in a task of its own, in the delivery's span.
+async fn in_task(state: &AppState, work: impl Future<Output = Reply> + Send + 'static) -> Reply {
+    let task = state.tasks.spawn(work.instrument(tracing::Span::current()));
     task.await.unwrap_or_else(|e| {
         tracing::error!(error = %e, "booking task failed");
         Reply::new(

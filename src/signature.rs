@@ -97,8 +97,24 @@ impl poem::error::ResponseError for SignatureError {
     }
 }
 
+/// Names one configured key without revealing it: the first 8 bytes of SHA-256 over a fixed
+/// label and the key, in hex. The ledger keeps it with a booking, so that reports about the
+/// booking are signed with the key its event came with; the same key has the same id in
+/// every replica and after a restart.
+pub type KeyId = String;
+
+fn key_id(key: &[u8]) -> KeyId {
+    use sha2::Digest;
+    let digest = Sha256::new()
+        .chain_update(b"reservation-webhook key id\0")
+        .chain_update(key)
+        .finalize();
+    hex::encode(&digest[..8])
+}
+
 /// The keys a webhook accepts signatures from, and the preset saying where to find them.
-/// The first key signs outgoing reports.
+/// Reports are signed with the key that verified the event they report on, or the first
+/// key.
 #[derive(Clone)]
 pub struct Keys {
     keys: Vec<SecretSlice<u8>>,
@@ -128,6 +144,12 @@ impl Keys {
 
     /// Checks the signature header of a request against its raw body.
     pub fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), SignatureError> {
+        self.verify_key(headers, body).map(|_| ())
+    }
+
+    /// Checks the signature header of a request against its raw body, and says which key
+    /// matched.
+    pub fn verify_key(&self, headers: &HeaderMap, body: &[u8]) -> Result<KeyId, SignatureError> {
         let header = self
             .preset
             .headers()
@@ -135,16 +157,25 @@ impl Keys {
             .find_map(|name| headers.get(*name))
             .ok_or(SignatureError::Missing(self.preset.expected()))?;
         let tag = decode_tag(header.as_bytes())?;
-        let matches = self.keys.iter().any(|key| {
-            mac(key.expose_secret(), body)
-                .verify_slice(&tag[..])
-                .is_ok()
-        });
-        if matches {
-            Ok(())
-        } else {
-            Err(SignatureError::Mismatch)
-        }
+        self.keys
+            .iter()
+            .find(|key| {
+                mac(key.expose_secret(), body)
+                    .verify_slice(&tag[..])
+                    .is_ok()
+            })
+            .map(|key| key_id(key.expose_secret()))
+            .ok_or(SignatureError::Mismatch)
+    }
+
+    /// The `X-Webhook-Signature` value for `body` signed with the key `id` names (the first
+    /// key when `None`); `None` when no configured key has that id any more.
+    pub fn sign_with(&self, id: Option<&str>, body: &[u8]) -> Option<String> {
+        let key = match id {
+            None => &self.keys[0],
+            Some(id) => self.keys.iter().find(|k| key_id(k.expose_secret()) == id)?,
+        };
+        Some(STANDARD.encode(mac(key.expose_secret(), body).finalize().into_bytes()))
     }
 
     /// The `X-Webhook-Signature` value for `body`, signed with the first key: what the
@@ -258,6 +289,22 @@ mod tests {
             both.verify(&headers(SIGNATURE_HEADER, &sig), b"body"),
             Ok(())
         );
+    }
+
+    #[test]
+    fn the_key_that_verified_an_event_signs_its_reports() {
+        let both = Keys::new(vec![b"new".to_vec(), b"old".to_vec()]);
+        let by_old = keys("old").sign(b"body");
+        let id = both
+            .verify_key(&headers(SIGNATURE_HEADER, &by_old), b"body")
+            .unwrap();
+        assert_eq!(both.sign_with(Some(&id), b"body"), Some(by_old));
+        assert_eq!(both.sign_with(None, b"body"), Some(both.sign(b"body")));
+        let new_id = both
+            .verify_key(&headers(SIGNATURE_HEADER, &both.sign(b"body")), b"body")
+            .unwrap();
+        assert_ne!(id, new_id);
+        assert_eq!(keys("new").sign_with(Some(&id), b"body"), None);
     }
 
     #[test]

@@ -66,6 +66,9 @@ pub enum State {
     Released,
     /// The last call failed for good (see `last_error`); a new delivery tries again.
     Failed,
+    /// `configure` was refused because of the booking's own input (a custom parameter, see
+    /// `last_error`): the user was told; the same booking asked again is refused again.
+    Refused,
 }
 
 macro_rules! names {
@@ -87,7 +90,8 @@ names!(State {
     Active = "active",
     Releasing = "releasing",
     Released = "released",
-    Failed = "failed"
+    Failed = "failed",
+    Refused = "refused"
 });
 
 /// The manager call a claim is for.
@@ -95,6 +99,8 @@ names!(State {
 pub enum Op {
     Configure,
     Release,
+    /// The end of a configured booking moved: tell the manager.
+    EndChanged,
 }
 
 impl Op {
@@ -102,6 +108,7 @@ impl Op {
         match self {
             Op::Configure => "configure",
             Op::Release => "release",
+            Op::EndChanged => "end_changed",
         }
     }
 }
@@ -142,6 +149,15 @@ pub struct Booking {
     pub audit_deferred: bool,
     pub created_at: Millis,
     pub updated_at: Millis,
+    /// Which of the configured keys verified the delivery that set the desired state (its
+    /// [`KeyId`](crate::signature::KeyId), never the key): reports about the booking are
+    /// signed with it, since the back end knows one key per `webhookId`.
+    pub key_id: Option<String>,
+    /// A moved or re-owned booking: the reservation to configure once the old one is
+    /// released.
+    pub next_reservation: Option<String>,
+    /// The end of the configured booking moved and the manager has not been told yet.
+    pub end_changed: bool,
 }
 
 impl Booking {
@@ -152,7 +168,7 @@ impl Booking {
 }
 
 /// The column names of `bookings`, in [`Booking`]'s field order.
-pub const COLUMNS: [&str; 23] = [
+pub const COLUMNS: [&str; 26] = [
     "id",
     "resource_id",
     "resource_name",
@@ -176,6 +192,22 @@ pub const COLUMNS: [&str; 23] = [
     "audit_deferred",
     "created_at",
     "updated_at",
+    "key_id",
+    "next_reservation",
+    "end_changed",
+];
+
+/// Columns added to `bookings` since the first release, with their SQLite and PostgreSQL
+/// types. Both stores create the table without them and add each one that is missing at
+/// start-up, so a ledger written by an older version is upgraded in place.
+pub(crate) const ADDED_COLUMNS: [(&str, &str, &str); 3] = [
+    ("key_id", "TEXT", "TEXT"),
+    ("next_reservation", "TEXT", "TEXT"),
+    (
+        "end_changed",
+        "INTEGER NOT NULL DEFAULT 0",
+        "BOOLEAN NOT NULL DEFAULT FALSE",
+    ),
 ];
 
 /// The statement that writes a whole booking row: an insert, or an update of every column
@@ -244,6 +276,11 @@ pub struct Intent {
     pub event_type: &'static str,
     /// The delivery's body, already cut to the audit log's limit.
     pub body: String,
+    /// The key that verified the delivery, if it was signed.
+    pub key_id: Option<String>,
+    /// `EVENT_UPDATED`: the booking's new data. It changes a known booking (a new end, a move
+    /// to another resource, a new owner) and never starts one.
+    pub update: bool,
 }
 
 /// What recording a delivery decided.
@@ -287,9 +324,21 @@ pub struct Claim {
 /// How a manager call ended, as the reconciler records it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Finish {
-    Done { outcome: String },
-    Retry { error: String, at: Millis },
-    Failed { error: String, transient: bool },
+    Done {
+        outcome: String,
+    },
+    Retry {
+        error: String,
+        at: Millis,
+    },
+    Failed {
+        error: String,
+        transient: bool,
+    },
+    /// The booking's own input is at fault ([`State::Refused`]).
+    Refused {
+        error: String,
+    },
 }
 
 impl Finish {
@@ -448,6 +497,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Bookings configured and not released.
     async fn active_bookings(&self) -> Result<u64, StoreError>;
+
+    /// The bookings of a resource still wanted active (`RESOURCE_DELETED` releases them).
+    async fn bookings_of_resource(&self, resource_id: i64) -> Result<Vec<Booking>, StoreError>;
 
     /// Stores reports to deliver.
     async fn enqueue(&self, entries: &[NewEntry], now: Millis) -> Result<(), StoreError>;

@@ -13,9 +13,9 @@ use tokio_postgres::{NoTls, Row};
 
 use super::rules::{self, Decision, Neighbours};
 use super::{
-    Attempt, Booking, COLUMNS, Claim, Desired, Entry, EntryState, Event, Finish, Intent, Kind,
-    Lease, Millis, NewEntry, Op, Recorded, State, Store, StoreError, Verdict, active_bookings_sql,
-    drop_leases_sql,
+    ADDED_COLUMNS, Attempt, Booking, COLUMNS, Claim, Desired, Entry, EntryState, Event, Finish,
+    Intent, Kind, Lease, Millis, NewEntry, Op, Recorded, State, Store, StoreError, Verdict,
+    active_bookings_sql, drop_leases_sql,
 };
 
 const SCHEMA: &str = "
@@ -118,6 +118,13 @@ impl Postgres {
         )
         .await?;
         tx.batch_execute(SCHEMA).await?;
+        // Columns a ledger written by an older version lacks.
+        for (name, _, kind) in ADDED_COLUMNS {
+            tx.batch_execute(&format!(
+                "ALTER TABLE bookings ADD COLUMN IF NOT EXISTS {name} {kind}"
+            ))
+            .await?;
+        }
         tx.commit().await?;
         Ok(this)
     }
@@ -160,7 +167,7 @@ static UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| super::
 async fn save<T>(c: &impl GenericClient, d: &Decision<T>) -> Result<(), StoreError> {
     let b = &d.booking;
     let attempts = b.attempts as i32;
-    let params: [&(dyn ToSql + Sync); 23] = [
+    let params: [&(dyn ToSql + Sync); 26] = [
         &b.id,
         &b.resource_id,
         &b.resource_name,
@@ -184,6 +191,9 @@ async fn save<T>(c: &impl GenericClient, d: &Decision<T>) -> Result<(), StoreErr
         &b.audit_deferred,
         &b.created_at,
         &b.updated_at,
+        &b.key_id,
+        &b.next_reservation,
+        &b.end_changed,
     ];
     c.execute(UPSERT.as_str(), &params).await?;
     note(c, &b.id, b.updated_at, &d.history).await
@@ -244,6 +254,9 @@ fn booking(r: &Row) -> Result<Booking, StoreError> {
         audit_deferred: r.try_get("audit_deferred")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
+        key_id: r.try_get("key_id")?,
+        next_reservation: r.try_get("next_reservation")?,
+        end_changed: r.try_get("end_changed")?,
     })
 }
 
@@ -516,6 +529,15 @@ impl Store for Postgres {
             .query_one(&active_bookings_sql(""), &[])
             .await?;
         Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    async fn bookings_of_resource(&self, resource_id: i64) -> Result<Vec<Booking>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM bookings WHERE resource_id = $1 AND desired = 'active'",
+            COLUMNS.join(", ")
+        );
+        let rows = self.client().await?.query(&sql, &[&resource_id]).await?;
+        rows.iter().map(booking).collect()
     }
 
     async fn enqueue(&self, entries: &[NewEntry], now: Millis) -> Result<(), StoreError> {

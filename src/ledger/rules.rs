@@ -39,6 +39,9 @@ fn done(status: &'static str, message: String) -> Verdict {
 /// START after it does nothing. A booking that was never configured is released without a
 /// manager call. A failed booking is tried again when a delivery asks for the same thing.
 pub fn record(existing: Option<Booking>, i: &Intent, now: Millis) -> Decision<Verdict> {
+    if i.update {
+        return update(existing, i, now);
+    }
     let event = i.event_type;
     let Some(mut b) = existing else {
         let mut b = new_booking(i, now);
@@ -67,6 +70,11 @@ pub fn record(existing: Option<Booking>, i: &Intent, now: Millis) -> Decision<Ve
     b.updated_at = now;
     if b.webhook_id.is_none() {
         b.webhook_id.clone_from(&i.webhook_id);
+        b.key_id.clone_from(&i.key_id);
+    }
+    if i.desired == Desired::Released {
+        // The booking is over: a move in progress has nowhere to go.
+        b.next_reservation = None;
     }
     let id = b.id.clone();
     let (result, history) = match (i.desired, b.desired, b.state) {
@@ -81,6 +89,22 @@ pub fn record(existing: Option<Booking>, i: &Intent, now: Millis) -> Decision<Ve
             done("duplicate", format!("booking {id} is already configured")),
             format!("{event} received again: already configured"),
         ),
+        (Desired::Active, Desired::Active, State::Refused) => (
+            done(
+                "refused",
+                format!(
+                    "booking {id} was refused: {}",
+                    b.last_error.as_deref().unwrap_or("invalid input")
+                ),
+            ),
+            format!("{event} received again: already refused"),
+        ),
+        // Known from an update before it started: the START's data is the booking's own.
+        (Desired::Active, Desired::Active, State::Pending) if b.next_attempt_at.is_none() => {
+            take_data(&mut b, i);
+            ask(&mut b, i, now);
+            (Work, format!("{event} received: configure requested"))
+        }
         (Desired::Released, Desired::Released, State::Released) => (
             done("duplicate", format!("booking {id} is already released")),
             format!("{event} received again: already released"),
@@ -121,7 +145,128 @@ pub fn record(existing: Option<Booking>, i: &Intent, now: Millis) -> Decision<Ve
     }
 }
 
-/// Starts a new operation for the row's desired state.
+/// `EVENT_UPDATED` of a booking: what must be true now, decided against the ledger.
+///
+/// A booking that has not been configured takes the new data for its configure. A configured
+/// one (or one being configured) whose resource or owner changed is released, then configured
+/// again with the new data (`next_reservation`); one whose end alone moved keeps its resource,
+/// and the manager is told (`end_changed`). A booking never seen is kept, not started, so its
+/// START finds the new data; an ended one is left alone.
+fn update(existing: Option<Booking>, i: &Intent, now: Millis) -> Decision<Verdict> {
+    let event = i.event_type;
+    let Some(mut b) = existing else {
+        let b = new_booking(i, now);
+        let message = format!(
+            "booking {} has not started here: nothing to change now",
+            b.id
+        );
+        return Decision {
+            booking: b,
+            result: done("ignored", message),
+            history: format!("{event} received before START: kept for it, nothing to do now"),
+        };
+    };
+    let id = b.id.clone();
+    if b.desired == Desired::Released {
+        return unchanged(
+            b,
+            now,
+            "ignored",
+            format!("booking {id} has ended or been deleted: nothing to change"),
+            format!("{event} received after the booking ended: ignored"),
+        );
+    }
+    let moved = i.resource_id != b.resource_id;
+    let owner = i.user_id != b.user_id;
+    let end_moved = i.end != b.end || i.start != b.start;
+    if !moved && !owner && !end_moved {
+        return unchanged(
+            b,
+            now,
+            "duplicate",
+            format!("booking {id}: nothing changed that concerns it now"),
+            format!("{event} received: nothing changed that concerns it now"),
+        );
+    }
+    b.updated_at = now;
+    let configured = matches!(b.state, State::Configuring | State::Active)
+        || (b.state == State::Failed && (moved || owner));
+    let what = if moved {
+        format!("moved to resource {} ({})", i.resource_name, i.resource_id)
+    } else if owner {
+        "given to another user".to_owned()
+    } else {
+        format!("its end moved to {}", super::time(i.end).to_rfc3339())
+    };
+    let (result, history) = if !configured {
+        // Nothing is configured yet: the configure to come uses the new data.
+        take_data(&mut b, i);
+        (
+            done("updated", format!("booking {id} updated: {what}")),
+            format!("{event} received before configure: {what}"),
+        )
+    } else if moved || owner {
+        b.desired = Desired::Released;
+        b.next_reservation = Some(i.reservation.clone());
+        ask(&mut b, i, now);
+        (
+            Work,
+            format!("{event} received: {what}; release requested, then configure"),
+        )
+    } else {
+        b.start = i.start;
+        b.end = i.end;
+        b.reservation.clone_from(&i.reservation);
+        b.end_changed = true;
+        if b.state == State::Active && b.next_attempt_at.is_none() {
+            ask(&mut b, i, now);
+            (
+                Work,
+                format!("{event} received: {what}; telling the manager"),
+            )
+        } else {
+            (
+                InProgress,
+                format!("{event} received: {what}; the manager is told once its call ends"),
+            )
+        }
+    };
+    Decision {
+        booking: b,
+        result,
+        history,
+    }
+}
+
+/// A decision that changes nothing but the row's last update.
+fn unchanged(
+    mut b: Booking,
+    now: Millis,
+    status: &'static str,
+    message: String,
+    history: String,
+) -> Decision<Verdict> {
+    b.updated_at = now;
+    Decision {
+        booking: b,
+        result: done(status, message),
+        history,
+    }
+}
+
+/// Takes a delivery's data of the booking (resource, owner, times, reservation) for a
+/// booking nothing is configured for yet.
+fn take_data(b: &mut Booking, i: &Intent) {
+    b.resource_id = i.resource_id;
+    b.resource_name.clone_from(&i.resource_name);
+    b.user_id.clone_from(&i.user_id);
+    b.start = i.start;
+    b.end = i.end;
+    b.reservation.clone_from(&i.reservation);
+}
+
+/// Starts a new operation for the row's desired state. Reports about it go to the webhook
+/// that asked, signed with the key that verified it.
 fn ask(b: &mut Booking, i: &Intent, now: Millis) {
     b.next_attempt_at = Some(now);
     b.attempts = 0;
@@ -129,6 +274,10 @@ fn ask(b: &mut Booking, i: &Intent, now: Millis) {
     b.event_type = i.event_type.to_owned();
     b.body.clone_from(&i.body);
     b.audit_deferred = false;
+    if i.webhook_id.is_some() {
+        b.webhook_id.clone_from(&i.webhook_id);
+        b.key_id.clone_from(&i.key_id);
+    }
 }
 
 fn new_booking(i: &Intent, now: Millis) -> Booking {
@@ -156,6 +305,9 @@ fn new_booking(i: &Intent, now: Millis) -> Booking {
         audit_deferred: false,
         created_at: now,
         updated_at: now,
+        key_id: i.key_id.clone(),
+        next_reservation: None,
+        end_changed: false,
     }
 }
 
@@ -184,9 +336,10 @@ pub fn claim(
     }
     let op = match (b.desired, b.state) {
         (Desired::Active, State::Pending | State::Configuring | State::Failed) => Op::Configure,
+        (Desired::Active, State::Active) if b.end_changed => Op::EndChanged,
         (
             Desired::Released,
-            State::Configuring | State::Active | State::Releasing | State::Failed,
+            State::Configuring | State::Active | State::Releasing | State::Failed | State::Refused,
         ) => Op::Release,
         (Desired::Released, State::Pending) => {
             b.state = State::Released;
@@ -216,6 +369,12 @@ pub fn claim(
     b.state = match op {
         Op::Configure => State::Configuring,
         Op::Release => State::Releasing,
+        // Still configured while the manager hears of the new end; a change that comes
+        // meanwhile raises the flag again.
+        Op::EndChanged => {
+            b.end_changed = false;
+            State::Active
+        }
     };
     b.attempts += 1;
     b.lease_owner = Some(owner.to_owned());
@@ -249,6 +408,8 @@ pub fn finish(
     let op = match b.state {
         State::Configuring => Op::Configure,
         State::Releasing => Op::Release,
+        // Only a claim for the new end leaves a leased booking active.
+        State::Active => Op::EndChanged,
         _ => return None,
     };
     b.lease_owner = None;
@@ -261,6 +422,9 @@ pub fn finish(
             b.last_error = Some(error.clone());
             b.error_transient = true;
             b.next_attempt_at = Some(*at);
+            if op == Op::EndChanged {
+                b.end_changed = true;
+            }
             let wait = (at - now).max(0) as f64 / 1000.0;
             return Some(Decision {
                 booking: b,
@@ -272,22 +436,51 @@ pub fn finish(
         }
         Finish::Done { outcome } => {
             b.state = match op {
-                Op::Configure => State::Active,
+                Op::Configure | Op::EndChanged => State::Active,
                 Op::Release => State::Released,
             };
-            b.outcome = Some(outcome.clone());
+            if op != Op::EndChanged {
+                b.outcome = Some(outcome.clone());
+            }
             b.last_error = None;
             b.error_transient = false;
             match op {
                 Op::Configure => format!("configured (attempt {attempt})"),
                 Op::Release => format!("released (attempt {attempt})"),
+                Op::EndChanged => format!("manager told of the new end (attempt {attempt})"),
             }
         }
-        Finish::Failed { error, transient } => {
-            b.state = State::Failed;
+        Finish::Failed { error, transient } if op == Op::EndChanged => {
+            // The resource stays configured until the booking's end, which the ledger has.
             b.last_error = Some(error.clone());
             b.error_transient = *transient;
-            let kind = if *transient {
+            format!(
+                "end_changed attempt {attempt} failed ({}): {error}; the booking stays configured until its new end",
+                if *transient {
+                    "transient, no attempts left"
+                } else {
+                    "permanent"
+                }
+            )
+        }
+        Finish::Refused { error } if op == Op::Configure => {
+            b.state = State::Refused;
+            b.last_error = Some(error.clone());
+            b.error_transient = false;
+            format!("configure attempt {attempt} refused (the booking's input): {error}")
+        }
+        Finish::Failed { error, .. } | Finish::Refused { error } => {
+            let transient = matches!(
+                finish,
+                Finish::Failed {
+                    transient: true,
+                    ..
+                }
+            );
+            b.state = State::Failed;
+            b.last_error = Some(error.clone());
+            b.error_transient = transient;
+            let kind = if transient {
                 "transient, no attempts left"
             } else {
                 "permanent"
@@ -296,12 +489,28 @@ pub fn finish(
         }
     };
     let wanted = match b.desired {
+        Desired::Active if op == Op::EndChanged => Op::EndChanged,
         Desired::Active => Op::Configure,
         Desired::Released => Op::Release,
     };
-    if wanted == op {
+    let history = match (op, &b.state, b.next_reservation.take()) {
+        (Op::Release, State::Released, Some(next)) if b.desired == Desired::Released => {
+            match move_to(&mut b, &next, now) {
+                Ok(to) => format!("{history}; now configuring it {to}"),
+                Err(e) => {
+                    format!("{history}; the moved booking cannot be read ({e}): not configured")
+                }
+            }
+        }
+        (_, _, next) => {
+            b.next_reservation = next;
+            history
+        }
+    };
+    let more = b.state == State::Pending || (b.end_changed && b.state == State::Active);
+    if wanted == op && !more {
         b.next_attempt_at = None;
-    } else {
+    } else if b.state != State::Pending {
         // The wish changed while the call ran (END during configure): act on it now.
         b.next_attempt_at = Some(now);
         b.attempts = 0;
@@ -312,6 +521,28 @@ pub fn finish(
         result: deferred,
         history,
     })
+}
+
+/// Makes a released booking the moved or re-owned one: wanted active again with the new data.
+/// Returns where it now is, in words.
+fn move_to(b: &mut Booking, next: &str, now: Millis) -> Result<String, serde_json::Error> {
+    let r: crate::reservation::Reservation = serde_json::from_str(next)?;
+    b.resource_id = r.resource.id;
+    b.resource_name.clone_from(&r.resource.name);
+    b.user_id.clone_from(&r.user.id);
+    b.start = r.start.timestamp_millis();
+    b.end = r.end.timestamp_millis();
+    b.reservation = next.to_owned();
+    b.desired = Desired::Active;
+    b.state = State::Pending;
+    b.next_attempt_at = Some(now);
+    b.attempts = 0;
+    b.end_changed = false;
+    b.execution_id = execution_id();
+    Ok(format!(
+        "on resource {} ({}) for user {}",
+        b.resource_name, b.resource_id, b.user_id
+    ))
 }
 
 /// The sweeper's wish for a booking wanted active whose end plus the grace period has
@@ -366,6 +597,8 @@ mod tests {
                 "EVENT_END"
             },
             body: String::new(),
+            key_id: None,
+            update: false,
         }
     }
 
@@ -444,5 +677,102 @@ mod tests {
             outcome: "ok".into(),
         };
         assert!(finish(t.booking, "crashed", &done, 12).is_none());
+    }
+
+    fn active(end: i64) -> Booking {
+        let mut i = intent(Desired::Active);
+        i.end = end;
+        let d = record(None, &i, 1);
+        let c = claim(d.booking, Neighbours::default(), "me", 2, 100).unwrap();
+        let done = Finish::Done {
+            outcome: "ok".into(),
+        };
+        finish(c.booking, "me", &done, 3).unwrap().booking
+    }
+
+    fn update(change: impl FnOnce(&mut Intent)) -> Intent {
+        let mut i = intent(Desired::Active);
+        i.event_type = "EVENT_UPDATED";
+        i.update = true;
+        change(&mut i);
+        i
+    }
+
+    #[test]
+    fn a_new_end_keeps_the_booking_and_tells_the_manager_once() {
+        let b = active(10);
+        let d = record(Some(b), &update(|i| i.end = 99), 4);
+        assert_eq!(d.result, Work);
+        assert_eq!((d.booking.end, d.booking.end_changed), (99, true));
+        let c = claim(d.booking, Neighbours::default(), "me", 5, 100).unwrap();
+        assert_eq!(c.result, Some(Op::EndChanged));
+        assert_eq!(c.booking.state, State::Active);
+        let done = Finish::Done {
+            outcome: String::new(),
+        };
+        let f = finish(c.booking, "me", &done, 6).unwrap();
+        assert_eq!(f.booking.state, State::Active);
+        assert!(f.booking.settled());
+        assert_eq!(f.booking.outcome.as_deref(), Some("ok"));
+        // The same update again changes nothing.
+        let again = record(Some(f.booking), &update(|i| i.end = 99), 7);
+        assert!(
+            matches!(
+                again.result,
+                Done {
+                    status: "duplicate",
+                    ..
+                }
+            ),
+            "{:?}",
+            again.result
+        );
+    }
+
+    #[test]
+    fn a_move_releases_the_old_resource_then_configures_the_new_one() {
+        let b = active(10);
+        let moved = update(|i| {
+            i.resource_id = 8;
+            i.reservation = serde_json::to_string(&serde_json::json!({
+                "event_id": "1",
+                "user": {"id": "u", "username": null, "email": null, "ssh_public_key": null},
+                "resource": {"id": 8, "name": "port-8", "kind": "Switch Port", "specs": null, "location": null},
+                "site": null, "title": null, "description": null,
+                "start": "2026-11-23T10:00:00Z", "end": "2026-11-23T12:00:00Z",
+                "parameters": {"values": {}, "raw": null}
+            }))
+            .unwrap();
+        });
+        let d = record(Some(b), &moved, 4);
+        assert_eq!(d.result, Work);
+        let r = claim(d.booking, Neighbours::default(), "me", 5, 100).unwrap();
+        assert_eq!((r.result, r.booking.resource_id), (Some(Op::Release), 7));
+        let done = Finish::Done {
+            outcome: "ok".into(),
+        };
+        let f = finish(r.booking, "me", &done, 6).unwrap();
+        assert_eq!(
+            (f.booking.desired, f.booking.state, f.booking.resource_id),
+            (Desired::Active, State::Pending, 8)
+        );
+        let c = claim(f.booking, Neighbours::default(), "me", 7, 100).unwrap();
+        assert_eq!(c.result, Some(Op::Configure));
+    }
+
+    #[test]
+    fn an_end_during_a_move_cancels_the_configure_that_was_to_follow() {
+        let b = active(10);
+        let d = record(Some(b), &update(|i| i.user_id = "v".into()), 4);
+        assert!(d.booking.next_reservation.is_some());
+        let e = record(Some(d.booking), &intent(Desired::Released), 5);
+        assert_eq!(e.booking.next_reservation, None);
+        let r = claim(e.booking, Neighbours::default(), "me", 6, 100).unwrap();
+        let done = Finish::Done {
+            outcome: "ok".into(),
+        };
+        let f = finish(r.booking, "me", &done, 7).unwrap();
+        assert_eq!(f.booking.state, State::Released);
+        assert!(f.booking.settled());
     }
 }

@@ -16,9 +16,9 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::rules::{self, Decision, Neighbours};
 use super::{
-    Attempt, Booking, COLUMNS, Claim, Desired, Entry, EntryState, Event, Finish, Intent, Kind,
-    Lease, Millis, NewEntry, Op, Recorded, State, Store, StoreError, Verdict, active_bookings_sql,
-    drop_leases_sql,
+    ADDED_COLUMNS, Attempt, Booking, COLUMNS, Claim, Desired, Entry, EntryState, Event, Finish,
+    Intent, Kind, Lease, Millis, NewEntry, Op, Recorded, State, Store, StoreError, Verdict,
+    active_bookings_sql, drop_leases_sql,
 };
 
 const SCHEMA: &str = "
@@ -139,7 +139,9 @@ impl Sqlite {
                 c.busy_timeout(std::time::Duration::from_secs(5))?;
                 c.pragma_update(None, "journal_mode", "WAL")?;
                 c.pragma_update(None, "synchronous", "FULL")?;
-                c.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))?;
+                c.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA}"))?;
+                add_columns(&c)?;
+                c.execute_batch("COMMIT;")?;
                 Ok(c)
             })
             .map_err(|e| problem("cannot open the ledger", &db, &e))?;
@@ -242,6 +244,20 @@ fn commit_group(conn: &mut Connection, group: Vec<Job>) {
 }
 
 /// Built once: reads a booking's row.
+/// Adds the columns a ledger written by an older version lacks ([`ADDED_COLUMNS`]).
+fn add_columns(c: &Connection) -> rusqlite::Result<()> {
+    let have: Vec<String> = c
+        .prepare("SELECT name FROM pragma_table_info('bookings')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (name, kind, _) in ADDED_COLUMNS {
+        if !have.iter().any(|h| h == name) {
+            c.execute_batch(&format!("ALTER TABLE bookings ADD COLUMN {name} {kind}"))?;
+        }
+    }
+    Ok(())
+}
+
 static LOAD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!("SELECT {} FROM bookings WHERE id = ?1", COLUMNS.join(", "))
 });
@@ -281,6 +297,9 @@ fn save<T>(tx: &Connection, d: &Decision<T>) -> rusqlite::Result<()> {
         b.audit_deferred,
         b.created_at,
         b.updated_at,
+        b.key_id,
+        b.next_reservation,
+        b.end_changed,
     ])?;
     note(tx, &b.id, b.updated_at, &d.history)
 }
@@ -338,6 +357,9 @@ fn booking(r: &Row<'_>) -> rusqlite::Result<Booking> {
         audit_deferred: r.get(20)?,
         created_at: r.get(21)?,
         updated_at: r.get(22)?,
+        key_id: r.get(23)?,
+        next_reservation: r.get(24)?,
+        end_changed: r.get(25)?,
     })
 }
 
@@ -602,6 +624,18 @@ impl Store for Sqlite {
         .map(|n| n as u64)
     }
 
+    async fn bookings_of_resource(&self, resource_id: i64) -> Result<Vec<Booking>, StoreError> {
+        self.call(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {} FROM bookings WHERE resource_id = ?1 AND desired = 'active'",
+                COLUMNS.join(", ")
+            ))?
+            .query_map([resource_id], booking)?
+            .collect()
+        })
+        .await
+    }
+
     async fn enqueue(&self, entries: &[NewEntry], now: Millis) -> Result<(), StoreError> {
         if entries.is_empty() {
             return Ok(());
@@ -714,6 +748,57 @@ mod tests {
             booking_id: None,
             body: body.into(),
         }
+    }
+
+    #[tokio::test]
+    async fn a_ledger_written_before_the_added_columns_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // The tables as the first release made them, with one booking.
+            let old = Connection::open(Sqlite::path(dir.path())).unwrap();
+            old.execute_batch(SCHEMA).unwrap();
+            let values = (0..23).map(|i| format!("?{}", i + 1)).collect::<Vec<_>>();
+            old.execute(
+                &format!(
+                    "INSERT INTO bookings ({}) VALUES ({})",
+                    COLUMNS[..23].join(", "),
+                    values.join(", ")
+                ),
+                params![
+                    "103",
+                    42,
+                    "sw1-port-3",
+                    "u",
+                    0,
+                    10,
+                    "{}",
+                    "7",
+                    "active",
+                    "active",
+                    1,
+                    None::<String>,
+                    false,
+                    "ok",
+                    None::<i64>,
+                    None::<String>,
+                    None::<i64>,
+                    "e",
+                    "EVENT_START",
+                    "{}",
+                    false,
+                    1,
+                    2
+                ],
+            )
+            .unwrap();
+        }
+        let s = Sqlite::open(dir.path(), true).unwrap();
+        let b = s.booking("103").await.unwrap().unwrap();
+        assert_eq!(
+            (b.state, b.key_id, b.end_changed),
+            (State::Active, None, false)
+        );
+        assert_eq!(s.bookings_of_resource(42).await.unwrap().len(), 1);
     }
 
     async fn bodies(s: &Sqlite) -> Vec<String> {

@@ -3,7 +3,8 @@
 //! `spawn_app` builds the service exactly as `main` does, but with settings passed in
 //! (never the process environment), a ledger in a temporary directory, and a manager
 //! chosen by the test. The fixtures were signed on 2026-11-23, so the replay check is off
-//! and bookings are not swept unless a test asks for it.
+//! and bookings are not swept unless a test asks for it. Replies wait for the manager up to
+//! 5 s unless a test sets `PROCESSING_BUDGET`.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -82,10 +83,16 @@ pub async fn spawn_app_with(vars: &[(&str, &str)], manager: Arc<dyn ResourceMana
         ("REPLAY_TOLERANCE".into(), "off".into()),
         ("RELEASE_GRACE".into(), "3650days".into()),
         ("ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
+        // The reply then carries the result, which most tests look at; the default (answer
+        // at once) has tests of its own.
+        ("PROCESSING_BUDGET".into(), "5s".into()),
     ];
     for (k, v) in vars {
         all.retain(|(name, _)| name != k);
-        all.push(((*k).into(), (*v).into()));
+        // An empty value leaves the setting at the service's default.
+        if !v.is_empty() {
+            all.push(((*k).into(), (*v).into()));
+        }
     }
     let temp = match all.iter().find(|(k, _)| k == "DATA_DIR") {
         Some(_) => None,
@@ -217,6 +224,7 @@ pub async fn json(response: reqwest::Response) -> Value {
 pub enum Call {
     Configure(String),
     Release(String),
+    EndChanged(String),
 }
 
 /// An event the manager's hook received, as it saw it.
@@ -322,6 +330,12 @@ impl ResourceManager for RecordingManager {
 
     async fn release(&self, r: &Reservation) -> Result<Outcome, ManagerError> {
         self.call(Call::Release(r.event_id.clone()), r).await
+    }
+
+    async fn end_changed(&self, r: &Reservation) -> Result<(), ManagerError> {
+        self.call(Call::EndChanged(r.event_id.clone()), r)
+            .await
+            .map(drop)
     }
 
     async fn ready(&self) -> Result<(), ManagerError> {

@@ -10,5 +10,6 @@ mod presets;
 mod replay;
 mod report;
 mod retries;
+mod senders;
 mod status;
 mod waldur;

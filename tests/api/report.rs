@@ -32,7 +32,13 @@ pub struct Backend {
     failing: Arc<AtomicU16>,
 }
 
-type Shared = (Arc<Mutex<Received>>, Keys);
+/// What was received, and the key of each webhook id, as the back end knows them: one key per
+/// `webhookId`.
+type Shared = (Arc<Mutex<Received>>, Vec<(String, Keys)>);
+
+/// What the back end's `/api/webhooks/log` answers: the stored row, with the webhook's
+/// configuration and its secret.
+pub const LOG_REPLY_SECRET: &str = "the-webhooks-secret-in-the-log-reply";
 
 fn utf16_len(v: &Value) -> usize {
     v.as_str().map(|s| s.encode_utf16().count()).unwrap_or(0)
@@ -52,6 +58,9 @@ fn validate(body: &Map<String, Value>, fields: &[(&str, bool, &str, usize)]) -> 
             Some(v) => {
                 let ok = match *kind {
                     "string" => v.is_string() && utf16_len(v) <= *max,
+                    "text" => {
+                        v.as_str().is_some_and(|t| !t.trim().is_empty()) && utf16_len(v) <= *max
+                    }
                     "integer" => v.is_i64(),
                     "boolean" => v.is_boolean(),
                     "type" => matches!(v.as_str(), Some("INFO" | "SUCCESS" | "WARNING" | "ERROR")),
@@ -72,12 +81,20 @@ async fn accept(req: &Request, body: Vec<u8>, shared: &Shared, log: bool) -> (St
         shared.0.lock().unwrap().refused += 1;
         return (StatusCode::from_u16(failing).unwrap(), "down".into());
     }
-    if shared.1.verify(req.headers(), &body).is_err() {
-        return (StatusCode::UNAUTHORIZED, "bad signature".into());
-    }
     let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(&body) else {
         return (StatusCode::BAD_REQUEST, "not a JSON object".into());
     };
+    let webhook = map
+        .get("webhookId")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let Some((_, keys)) = shared.1.iter().find(|(id, _)| *id == webhook) else {
+        return (StatusCode::UNAUTHORIZED, "unknown webhookId".into());
+    };
+    if keys.verify(req.headers(), &body).is_err() {
+        return (StatusCode::UNAUTHORIZED, "bad signature".into());
+    }
     let checked = if log {
         validate(
             &map,
@@ -99,7 +116,8 @@ async fn accept(req: &Request, body: Vec<u8>, shared: &Shared, log: bool) -> (St
             &[
                 ("webhookId", true, "string", usize::MAX),
                 ("userId", true, "string", usize::MAX),
-                ("message", true, "string", 500),
+                // Blank is refused (400), as the back end's @NotBlank does.
+                ("message", true, "text", 500),
                 ("type", false, "type", 0),
                 ("eventId", false, "string", usize::MAX),
                 ("resourceId", false, "string", usize::MAX),
@@ -118,7 +136,13 @@ async fn accept(req: &Request, body: Vec<u8>, shared: &Shared, log: bool) -> (St
         &mut received.notifications
     }
     .push(Value::Object(map));
-    (StatusCode::OK, "{}".into())
+    if log {
+        let row =
+            serde_json::json!({"id": 1, "webhook": {"id": webhook, "secret": LOG_REPLY_SECRET}});
+        (StatusCode::CREATED, row.to_string())
+    } else {
+        (StatusCode::OK, "{}".into())
+    }
 }
 
 #[handler]
@@ -140,9 +164,22 @@ async fn log_endpoint(
 }
 
 pub async fn start_backend() -> Backend {
+    start_backend_for(&[("7", &fixture_secret())]).await
+}
+
+/// A back end that knows these webhooks: `(webhookId, secret)`.
+pub async fn start_backend_for(webhooks: &[(&str, &str)]) -> Backend {
     let received = Arc::new(Mutex::new(Received::default()));
     let failing = received.lock().unwrap().failing.clone();
-    let keys = Keys::new(vec![fixture_secret().into_bytes()]);
+    let keys: Vec<(String, Keys)> = webhooks
+        .iter()
+        .map(|(id, secret)| {
+            (
+                (*id).to_owned(),
+                Keys::new(vec![secret.as_bytes().to_vec()]),
+            )
+        })
+        .collect();
     let acceptor = TcpListener::bind("127.0.0.1:0")
         .into_acceptor()
         .await
@@ -324,15 +361,20 @@ async fn an_unreachable_or_slow_report_endpoint_never_fails_or_delays_the_event(
         "{:?}",
         started.elapsed()
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let metrics = app.get("/metrics").await.text().await.unwrap();
-    assert!(
-        metrics.contains(r#"webhook_reports_total{endpoint="notification",result="error"} 1"#),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains(r#"webhook_reports_total{endpoint="webhook_log",result="error"} 1"#),
-        "{metrics}"
-    );
+    let expected = [
+        r#"webhook_reports_total{endpoint="notification",result="error"} 1"#,
+        r#"webhook_reports_total{endpoint="webhook_log",result="error"} 1"#,
+    ];
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = app.get("/metrics").await.text().await.unwrap();
+        if expected.iter().all(|line| metrics.contains(line)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for line in expected {
+        assert!(metrics.contains(line), "{metrics}");
+    }
     app.stop().await;
 }

@@ -31,6 +31,8 @@ pub fn intent(id: &str, resource: i64, desired: Desired) -> Intent {
             "EVENT_END"
         },
         body: "{}".into(),
+        key_id: None,
+        update: false,
     }
 }
 

@@ -3,7 +3,11 @@
 //! `configure` creates a Redis ACL user for the booking with a fresh random key as its
 //! password. The user may touch only keys that start with the booking's prefix, and only
 //! with the commands its scopes allow. `release` deletes the user and closes the
-//! connections it has open, so the key stops working at once.
+//! connections it has open, so the key stops working at once, then deletes the keys under
+//! the booking's prefix, so the next booking finds none of them.
+//!
+//! A prefix is only a fence if there is no way around it: while Redis's `default` user
+//! logs in without a password and reaches the bookings' keys, the manager refuses to start.
 //!
 //! The user receives the host, port, user name, key and key prefix:
 //! `redis-cli -h redis.example.org -p 6379 --user booking-103 --pass <key>`, keys under
@@ -12,13 +16,22 @@
 //! # Settings
 //! - `REDIS_ADMIN_URL` (required): how this webhook connects, e.g.
 //!   `redis://webhook:secret@redis:6379`; the user needs the `@admin` commands `ACL` and
-//!   `CLIENT`.
+//!   `CLIENT`, and `SCAN` and `UNLINK` on the bookings' keys.
 //! - `REDIS_PUBLIC_HOST` (required) and `REDIS_PUBLIC_PORT` (default 6379): the address
 //!   users connect to.
 //!
 //! # Custom parameters
 //! - `scopes` (optional, default `read,write`): a comma-separated list of [`SCOPES`].
-//!   Whatever the scopes, commands that reach beyond the prefix ([`DENIED`]) are refused.
+//!   Whatever the scopes, commands that reach beyond the prefix or allocate far more than
+//!   they send (`SETRANGE`, `SETBIT`, `BITFIELD`: up to 512 MB in one command) are refused
+//!   ([`DENIED`]). No parameter goes into the key pattern.
+//!
+//! # The server
+//! - Turn the `default` user off (`ACL SETUSER default off`, after giving the webhook a user
+//!   of its own) or give it a password (`ACL SETUSER default on >PASSWORD`, or
+//!   `requirepass`); the manager refuses to start while it is open.
+//! - Set `maxmemory`: bookings share the server's memory, and `SET` or `APPEND` can still
+//!   grow a key by what a user sends.
 //!
 //! # Repeated calls
 //! A repeated `configure` sets the user's rules again and issues a new key; the previous
@@ -52,8 +65,21 @@ const DEFAULT_SCOPES: &str = "read,write";
 /// Always allowed: clients check their connection with it.
 const ALLOWED: &[&str] = &["+ping"];
 /// Always refused: commands that act on the whole server or list keys beyond the prefix,
-/// which key patterns do not restrict (`FLUSHALL`, `KEYS`, `SCAN`, `FUNCTION FLUSH`, ...).
-pub const DENIED: &[&str] = &["-@dangerous", "-scan", "-randomkey", "-dbsize", "-function"];
+/// which key patterns do not restrict (`FLUSHALL`, `KEYS`, `SCAN`, `FUNCTION FLUSH`, ...),
+/// and those that allocate up to 512 MB from a few bytes, by writing at a far offset
+/// (`BITFIELD_RO` stays for reading bits).
+pub const DENIED: &[&str] = &[
+    "-@dangerous",
+    "-scan",
+    "-randomkey",
+    "-dbsize",
+    "-function",
+    "-setrange",
+    "-setbit",
+    "-bitfield",
+];
+/// Keys `SCAN` visits per round when `release` deletes a booking's keys.
+const SCAN_COUNT: usize = 1000;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -102,7 +128,8 @@ impl ApiKey {
         Self::new(Settings::from_vars(std::env::vars())?).await
     }
 
-    /// Connects once, so that a wrong `REDIS_ADMIN_URL` stops the service at start-up.
+    /// Connects once, so that a wrong `REDIS_ADMIN_URL` stops the service at start-up, and
+    /// refuses a server whose `default` user would let anyone past the bookings' prefixes.
     pub async fn new(settings: Settings) -> anyhow::Result<Self> {
         let client = redis::Client::open(settings.redis_admin_url.expose_secret())
             .context("REDIS_ADMIN_URL is not a Redis URL")?;
@@ -110,7 +137,69 @@ impl ApiKey {
             .get_connection_manager()
             .await
             .context("cannot connect to Redis with REDIS_ADMIN_URL")?;
+        refuse_open_default_user(&mut redis.clone()).await?;
         Ok(Self { settings, redis })
+    }
+}
+
+/// Fails while the `default` user is on, needs no password and may read or write a
+/// booking's keys: anyone who reaches the server would then have every booking's keys.
+async fn refuse_open_default_user(redis: &mut ConnectionManager) -> anyhow::Result<()> {
+    let reply: redis::Value = redis::cmd("ACL")
+        .arg("GETUSER")
+        .arg("default")
+        .query_async(redis)
+        .await
+        .context("cannot check Redis's default user (ACL GETUSER default)")?;
+    let flags = strings(field(&reply, "flags"));
+    if !(flags.iter().any(|f| f == "on") && flags.iter().any(|f| f == "nopass")) {
+        return Ok(());
+    }
+    let probe = key_prefix("0");
+    let mut reaches = false;
+    for command in [&["GET", probe.as_str()][..], &["SET", probe.as_str(), "x"]] {
+        // `OK` when the user may run the command, else a sentence saying why not.
+        let answer: String = redis::cmd("ACL")
+            .arg("DRYRUN")
+            .arg("default")
+            .arg(command)
+            .query_async(redis)
+            .await
+            .context("cannot check Redis's default user (ACL DRYRUN)")?;
+        reaches |= answer == "OK";
+    }
+    anyhow::ensure!(
+        !reaches,
+        "Redis's default user needs no password and can reach every booking's keys, so a \
+         booking's key prefix keeps no one out: turn it off with `ACL SETUSER default off` \
+         (after REDIS_ADMIN_URL names a user of its own) or give it a password with \
+         `ACL SETUSER default on >PASSWORD` (or `requirepass`)"
+    );
+    Ok(())
+}
+
+/// The value after `name` in a reply of name-value pairs (`ACL GETUSER`).
+fn field<'a>(reply: &'a redis::Value, name: &str) -> Option<&'a redis::Value> {
+    let is = |v: &redis::Value| strings(Some(v)).first().is_some_and(|s| s == name);
+    match reply {
+        redis::Value::Array(items) => items
+            .chunks(2)
+            .find(|pair| is(&pair[0]))
+            .and_then(|pair| pair.get(1)),
+        redis::Value::Map(pairs) => pairs.iter().find(|(k, _)| is(k)).map(|(_, v)| v),
+        _ => None,
+    }
+}
+
+/// A reply's strings: the one string, or those of an array or set.
+fn strings(value: Option<&redis::Value>) -> Vec<String> {
+    match value {
+        Some(redis::Value::BulkString(bytes)) => vec![String::from_utf8_lossy(bytes).into()],
+        Some(redis::Value::SimpleString(text)) => vec![text.clone()],
+        Some(redis::Value::Array(items) | redis::Value::Set(items)) => {
+            items.iter().flat_map(|v| strings(Some(v))).collect()
+        }
+        _ => Vec::new(),
     }
 }
 
@@ -182,9 +271,16 @@ impl ResourceManager for ApiKey {
             .query_async(&mut self.redis.clone())
             .await
             .map_err(|e| redis_error("delete the API key", e))?;
+        // With the user gone nothing adds keys under the prefix: one pass finds them all.
+        let keys = self
+            .delete_keys(&key_prefix(&reservation.event_id))
+            .await
+            .map_err(|e| redis_error("delete the booking's keys", e))?;
 
-        tracing::info!(%user, connections_closed = killed.0, "API key released");
-        Ok(Outcome::new("Your Redis API key has been deleted."))
+        tracing::info!(%user, connections_closed = killed.0, keys, "API key released");
+        Ok(Outcome::new(
+            "Your Redis API key and the keys it wrote have been deleted.",
+        ))
     }
 
     async fn ready(&self) -> Result<(), ManagerError> {
@@ -193,6 +289,48 @@ impl ResourceManager for ApiKey {
             .await
             .map_err(|e| redis_error("answer", e))
     }
+}
+
+impl ApiKey {
+    /// Deletes every key starting with `prefix` (`SCAN` then `UNLINK`, which frees large
+    /// values off the main thread) and returns how many there were.
+    async fn delete_keys(&self, prefix: &str) -> redis::RedisResult<usize> {
+        let mut redis = self.redis.clone();
+        let pattern = format!("{}*", glob_escaped(prefix));
+        let (mut cursor, mut deleted) = (0u64, 0);
+        loop {
+            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .query_async(&mut redis)
+                .await?;
+            if !keys.is_empty() {
+                deleted += redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async::<usize>(&mut redis)
+                    .await?;
+            }
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
+    }
+}
+
+/// `text` with Redis's glob characters escaped, so a pattern matches it literally.
+fn glob_escaped(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
 }
 
 /// The scopes a booking asked for, checked against [`SCOPES`], in [`SCOPES`] order.

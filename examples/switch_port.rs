@@ -2,26 +2,36 @@
 //!
 //! When a booking starts, the Open vSwitch port named like the booked resource
 //! (`reservation.resource.name`, e.g. `sw1-port-3`) becomes an access port on the VLAN
-//! the user asked for in the custom parameter `vlan_id`; when the booking ends, the port
-//! goes back to the VLAN it had before. The change is written to the switch database
-//! (OVSDB, RFC 7047: the `tag` column of the `Port` row), which `ovs-vswitchd` applies.
+//! the user asked for in the custom parameter `vlan_id`: `tag` is that VLAN, `vlan_mode`
+//! is `access` and `trunks` is empty, so a port that was a trunk carries only the user's
+//! VLAN. When the booking ends, the port gets back its previous `tag`, `vlan_mode` and
+//! `trunks`. The change is written to the switch database (OVSDB, RFC 7047: the `Port`
+//! row), which `ovs-vswitchd` applies.
 //!
-//! The port row itself remembers who holds it and its previous VLAN, in `external_ids`
-//! (`reservation-webhook:booking`, `reservation-webhook:previous-tag`), so a release after
-//! a restart of this service still restores it, and `ovs-vsctl list port NAME` shows an
-//! operator which booking holds a port. Every read-check-write is one OVSDB transaction
-//! that first asserts (`wait`) that what was read is unchanged, so two bookings racing
-//! for a port or a VLAN cannot both win.
+//! The port row itself remembers who holds it and its previous settings, in `external_ids`
+//! (`reservation-webhook:booking`, `reservation-webhook:previous-tag`, `...:previous-vlan-mode`,
+//! `...:previous-trunks`), so a release after a restart of this service still restores it,
+//! and `ovs-vsctl list port NAME` shows an operator which booking holds a port. Every
+//! read-check-write is one OVSDB transaction that first asserts (`wait`) that what was read
+//! is unchanged, so two bookings racing for a port or a VLAN cannot both win.
+//!
+//! A START for a port another booking still holds (the previous booking's END is late)
+//! fails transiently: the service retries it with backoff, and it succeeds once that END
+//! has freed the port.
 //!
 //! # Settings
 //! | variable | default | meaning |
 //! |---|---|---|
 //! | `OVSDB_ADDRESS` | `unix:/var/run/openvswitch/db.sock` | the switch database, `unix:PATH` or `tcp:HOST:PORT` |
-//! | `OVS_PORTS` | any port | the ports bookings may change: names, or prefixes ending in `*`, comma-separated (`sw1-port-*,lab-7`); set it so no booking can move an uplink |
-//! | `OVS_VLAN_RANGE` | `1-4094` | the VLANs users may ask for, `FIRST-LAST` |
-//! | `OVS_EXCLUSIVE_VLANS` | `true` | refuse a VLAN that another booking's port is on |
-//! | `OVS_DEFAULT_VLAN` | none | the VLAN a released port gets if it had none before; unset: no tag |
+//! | `OVS_PORTS` | required | the ports bookings may change: names, or prefixes ending in `*`, comma-separated (`sw1-port-*,lab-7`); list only user ports, so no booking can move an uplink |
+//! | `OVS_VLAN_RANGE` | required | the VLANs users may ask for, `FIRST-LAST` within 1-4094; leave management and infrastructure VLANs out |
+//! | `OVS_EXCLUSIVE_VLANS` | `true` | refuse a VLAN that any other port carries (its `tag` or among its `trunks`, booked or not, or that a booked port gets back when its booking ends) |
+//! | `OVS_DEFAULT_VLAN` | none | the VLAN a released port gets if it had neither tag nor trunks before; unset: no tag |
 //! | `OVSDB_TIMEOUT` | `10s` | how long one call to the database may take |
+//!
+//! A port with neither `tag` nor `trunks` carries every VLAN in Open vSwitch (an uplink,
+//! typically); the exclusive check does not count it, as it is the way out for the VLANs it
+//! carries, not a user of them.
 //!
 //! # What the user receives
 //! `Port sw1-port-3 is an access port on VLAN 100 until 2026-11-23 12:00 UTC.`
@@ -46,10 +56,15 @@ use webhook::reservation::Reservation;
 
 /// `external_ids` key naming the booking that holds the port.
 pub const BOOKING_KEY: &str = "reservation-webhook:booking";
-/// `external_ids` key holding the port's VLAN from before the booking, or [`NO_TAG`].
+/// `external_ids` key holding the port's `tag` from before the booking, or [`NONE`].
 pub const PREVIOUS_KEY: &str = "reservation-webhook:previous-tag";
-/// [`PREVIOUS_KEY`]'s value for a port that had no VLAN.
-const NO_TAG: &str = "none";
+/// `external_ids` key holding the port's `vlan_mode` from before the booking, or [`NONE`].
+pub const PREVIOUS_MODE_KEY: &str = "reservation-webhook:previous-vlan-mode";
+/// `external_ids` key holding the port's `trunks` from before the booking, comma-separated,
+/// or [`NONE`].
+pub const PREVIOUS_TRUNKS_KEY: &str = "reservation-webhook:previous-trunks";
+/// The previous-value keys' value for a column that was empty.
+const NONE: &str = "none";
 /// The database `ovs-vswitchd` reads.
 const DATABASE: &str = "Open_vSwitch";
 /// Read-check-write rounds before giving up on a port that keeps changing underneath.
@@ -65,13 +80,14 @@ async fn main() -> anyhow::Result<()> {
 pub struct SwitchPortSettings {
     /// Where the switch database listens.
     pub address: OvsdbAddress,
-    /// The ports bookings may change: a name, or a prefix ending in `*`; empty: any port.
+    /// The ports bookings may change: a name, or a prefix ending in `*`; empty: none.
     pub ports: Vec<String>,
     /// The VLANs users may ask for.
     pub vlans: RangeInclusive<u16>,
-    /// Whether a VLAN may be on one booked port only.
+    /// Whether a VLAN a booking asks for must be on no other port.
     pub exclusive: bool,
-    /// The VLAN a released port gets when it had none before; `None` leaves it untagged.
+    /// The VLAN a released port gets when it had neither tag nor trunks before; `None`
+    /// leaves it untagged.
     pub default_vlan: Option<u16>,
     /// How long one call to the database may take.
     pub timeout: Duration,
@@ -99,7 +115,10 @@ impl SwitchPortSettings {
             .parse()
             .context("OVSDB_ADDRESS")?;
         let ports = match raw.ovs_ports.as_deref() {
-            None => Vec::new(),
+            None => bail!(
+                "OVS_PORTS is not set: list the ports bookings may change, names or prefixes \
+                 ending in * (such as sw1-port-*,lab-7), and leave uplinks out"
+            ),
             Some(text) => parse_ports(text).with_context(|| {
                 format!(
                     "OVS_PORTS: {text:?} is not a comma-separated list of port names or \
@@ -108,7 +127,10 @@ impl SwitchPortSettings {
             })?,
         };
         let vlans = match raw.ovs_vlan_range.as_deref() {
-            None => 1..=4094,
+            None => bail!(
+                "OVS_VLAN_RANGE is not set: give the VLANs users may ask for, such as \
+                 100-199, and leave management and infrastructure VLANs out"
+            ),
             Some(text) => parse_range(text).with_context(|| {
                 format!("OVS_VLAN_RANGE: {text:?} is not a range such as 100-199 within 1-4094")
             })?,
@@ -203,17 +225,9 @@ pub struct SwitchPort {
 impl SwitchPort {
     /// Builds the manager from the process environment.
     pub async fn from_env() -> anyhow::Result<Self> {
-        let settings = SwitchPortSettings::from_vars(std::env::vars())?;
-        if settings.ports.is_empty() {
-            tracing::warn!(
-                "OVS_PORTS is not set: a booking may change any port on the switch, uplinks included"
-            );
-        }
-        Ok(Self::new(settings))
+        Ok(Self::new(SwitchPortSettings::from_vars(std::env::vars())?))
     }
 
-    /// Builds the manager from settings. Connects only when called: each call opens its
-    /// own short connection, so a restarted database needs no reconnect logic.
     /// Refuses a port `OVS_PORTS` does not list. (Release needs no check: it only restores
     /// a port that this booking's configure marked.)
     fn allowed(&self, port: &str) -> Result<(), ManagerError> {
@@ -222,7 +236,7 @@ impl SwitchPort {
             Some(prefix) => port.starts_with(prefix),
             None => port == p,
         };
-        if ports.is_empty() || ports.iter().any(listed) {
+        if ports.iter().any(listed) {
             return Ok(());
         }
         Err(ManagerError::permanent(format!(
@@ -231,6 +245,8 @@ impl SwitchPort {
         )))
     }
 
+    /// Builds the manager from settings. Connects only when called: each call opens its
+    /// own short connection, so a restarted database needs no reconnect logic.
     pub fn new(settings: SwitchPortSettings) -> Self {
         let db = Ovsdb {
             address: settings.address.clone(),
@@ -275,7 +291,7 @@ impl SwitchPort {
     ) -> Result<bool, ManagerError> {
         let mut reads = vec![select_port(port)];
         if self.settings.exclusive {
-            reads.push(select_on_vlan(vlan));
+            reads.push(select_all_ports());
         }
         let results = self
             .db
@@ -285,43 +301,54 @@ impl SwitchPort {
         let row = PortRow::from_select(port, &results[0])?;
         match row.external_ids.get(BOOKING_KEY) {
             Some(holder) if holder != booking => {
-                return Err(ManagerError::permanent(format!(
+                // Most often the previous booking's END is late: worth retrying.
+                return Err(ManagerError::transient(format!(
                     "port {port} is still held by another booking; \
                      it is freed when that booking ends"
                 )));
             }
-            Some(_) if row.tag == Some(vlan) => return Ok(true),
+            Some(_) if row.is_access_port_on(vlan) => return Ok(true),
             _ => {}
         }
         let mut asserts = vec![row.unchanged()];
         if self.settings.exclusive {
-            let on_vlan = rows(&results[1]);
-            let taken = on_vlan.iter().any(|other| {
-                let holder = map_of(&other["external_ids"]).remove(BOOKING_KEY);
-                other["name"] != port && holder.is_some_and(|h| h != booking)
-            });
-            if taken {
+            let all = rows(&results[1]);
+            if let Some(user) = vlan_user(&all, port, vlan) {
                 return Err(ManagerError::invalid_parameter(
                     "vlan_id",
-                    format!("VLAN {vlan} is in use by another booking: choose another VLAN"),
+                    format!("VLAN {vlan} is in use {user}: choose another VLAN"),
                 ));
             }
             asserts.push(json!({
                 "op": "wait", "table": "Port", "timeout": 0, "until": "==",
-                "where": [["tag", "==", vlan]],
-                "columns": ["name", "external_ids"],
-                "rows": on_vlan,
+                "where": [],
+                "columns": ALL_PORTS_COLUMNS,
+                "rows": all,
             }));
         }
         let mut ids = row.external_ids.clone();
         if !ids.contains_key(BOOKING_KEY) {
             // The first configure of this booking: remember what to go back to. A repeat
-            // keeps the value from the first, which is the port's real previous VLAN.
-            let previous = row.tag.map_or(NO_TAG.to_owned(), |t| t.to_string());
+            // keeps the values from the first, which are the port's real previous ones.
             ids.insert(BOOKING_KEY.into(), booking.into());
-            ids.insert(PREVIOUS_KEY.into(), previous);
+            ids.insert(
+                PREVIOUS_KEY.into(),
+                row.tag.map_or(NONE.into(), |t| t.to_string()),
+            );
+            ids.insert(
+                PREVIOUS_MODE_KEY.into(),
+                row.vlan_mode.clone().unwrap_or_else(|| NONE.into()),
+            );
+            ids.insert(PREVIOUS_TRUNKS_KEY.into(), trunks_text(&row.trunks));
         }
-        let write = row.update(Some(vlan), &ids);
+        let write = row.update(
+            Some(vlan),
+            Some(VlanShape {
+                mode: Some("access".into()),
+                trunks: Vec::new(),
+            }),
+            &ids,
+        );
         self.commit(asserts, write, &format!("booking {booking} starts"))
             .await
     }
@@ -342,23 +369,32 @@ impl SwitchPort {
         }
         let mut ids = row.external_ids.clone();
         ids.remove(BOOKING_KEY);
-        let previous = ids.remove(PREVIOUS_KEY);
-        let restore = match previous.as_deref() {
-            None | Some(NO_TAG) => self.settings.default_vlan,
-            Some(text) => match parse_vlan(text) {
-                Some(vlan) => Some(vlan),
-                None => {
-                    tracing::warn!(port, previous = text, "unreadable previous VLAN");
-                    self.settings.default_vlan
-                }
-            },
+        let previous = Previous::take(port, &mut ids);
+        // Absent for a port configured by a version that wrote only `tag`: leave the
+        // other columns as that version did.
+        let shape = previous.shape;
+        let untagged_access = previous.tag.is_none()
+            && shape.as_ref().is_none_or(|shape| {
+                shape.trunks.is_empty() && shape.mode.as_deref().is_none_or(|m| m == "access")
+            });
+        let restore = match previous.tag {
+            Some(tag) => Some(tag),
+            None if untagged_access => self.settings.default_vlan,
+            None => None,
         };
-        let write = row.update(restore, &ids);
+        let write = row.update(restore, shape.clone(), &ids);
         let why = format!("booking {booking} ends");
         if !self.commit(vec![row.unchanged()], write, &why).await? {
             return Ok(None);
         }
+        let trunks = shape.map(|s| s.trunks).unwrap_or_default();
         Ok(Some(match restore {
+            _ if !trunks.is_empty() => {
+                format!(
+                    "Port {port} is back to trunking VLANs {}.",
+                    trunks_text(&trunks)
+                )
+            }
             Some(vlan) => format!("Port {port} is back on VLAN {vlan}."),
             None => format!("Port {port} no longer has an access VLAN."),
         }))
@@ -454,17 +490,40 @@ fn select_port(port: &str) -> Value {
     json!({
         "op": "select", "table": "Port",
         "where": [["name", "==", port]],
-        "columns": ["_uuid", "tag", "external_ids"],
+        "columns": ["_uuid", "tag", "vlan_mode", "trunks", "external_ids"],
     })
 }
 
-/// The operation reading every port on `vlan`, for the exclusivity check.
-fn select_on_vlan(vlan: u16) -> Value {
-    json!({
-        "op": "select", "table": "Port",
-        "where": [["tag", "==", vlan]],
-        "columns": ["name", "external_ids"],
-    })
+/// The columns of every port the exclusivity check reads and asserts unchanged.
+const ALL_PORTS_COLUMNS: [&str; 4] = ["name", "tag", "trunks", "external_ids"];
+
+/// The operation reading every port, for the exclusivity check.
+fn select_all_ports() -> Value {
+    json!({"op": "select", "table": "Port", "where": [], "columns": ALL_PORTS_COLUMNS})
+}
+
+/// Who, other than `port`, carries `vlan` now or gets it back when its booking ends, as
+/// the words after "in use"; `None` when no one does.
+fn vlan_user(all: &[Value], port: &str, vlan: u16) -> Option<&'static str> {
+    all.iter()
+        .filter(|other| other["name"] != port)
+        .find_map(|other| {
+            let ids = map_of(&other["external_ids"]);
+            let mut carried = integers(&other["tag"]);
+            carried.extend(integers(&other["trunks"]));
+            if ids.contains_key(BOOKING_KEY) {
+                let previous = Previous::read(&ids);
+                carried.extend(previous.tag);
+                carried.extend(previous.shape.into_iter().flat_map(|s| s.trunks));
+            }
+            carried
+                .contains(&vlan)
+                .then_some(if ids.contains_key(BOOKING_KEY) {
+                    "by another booking"
+                } else {
+                    "on this switch"
+                })
+        })
 }
 
 /// The rows of a `select` result.
@@ -472,13 +531,94 @@ fn rows(result: &Value) -> Vec<Value> {
     result["rows"].as_array().cloned().unwrap_or_default()
 }
 
+/// The integers of an OVSDB set column: an atom when it holds one, else `["set", [...]]`.
+/// Values outside 0-4095, which the schema does not allow, are skipped.
+fn integers(value: &Value) -> Vec<u16> {
+    let atoms = match value.as_array() {
+        Some(set) if set.first().is_some_and(|tag| tag == "set") => {
+            set[1].as_array().cloned().unwrap_or_default()
+        }
+        _ => vec![value.clone()],
+    };
+    atoms
+        .iter()
+        .filter_map(|atom| atom.as_u64().and_then(|n| u16::try_from(n).ok()))
+        .filter(|n| *n <= 4095)
+        .collect()
+}
+
+/// `10,20`, or [`NONE`] for no VLANs: how `trunks` is kept in `external_ids`.
+fn trunks_text(trunks: &[u16]) -> String {
+    if trunks.is_empty() {
+        return NONE.into();
+    }
+    let texts: Vec<String> = trunks.iter().map(u16::to_string).collect();
+    texts.join(",")
+}
+
+/// A `tag` as the schema allows it, 0 to 4095: kept and restored as it was, even outside
+/// 802.1Q's 1-4094.
+fn parse_tag(text: &str) -> Option<u16> {
+    text.trim().parse().ok().filter(|t| *t <= 4095)
+}
+
+/// A port's `vlan_mode` (`None`: unset) and `trunks`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct VlanShape {
+    mode: Option<String>,
+    trunks: Vec<u16>,
+}
+
+/// What a port had before its booking, as its `external_ids` keep it.
+struct Previous {
+    tag: Option<u16>,
+    /// `None` when only the tag was kept, by a version that changed nothing else.
+    shape: Option<VlanShape>,
+}
+
+impl Previous {
+    /// Reads the previous values; an unreadable one counts as empty.
+    fn read(ids: &BTreeMap<String, String>) -> Self {
+        let tag = ids
+            .get(PREVIOUS_KEY)
+            .filter(|t| *t != NONE)
+            .and_then(|t| parse_tag(t));
+        let shape = ids.get(PREVIOUS_MODE_KEY).map(|mode| VlanShape {
+            mode: (mode != NONE).then(|| mode.clone()),
+            trunks: ids
+                .get(PREVIOUS_TRUNKS_KEY)
+                .filter(|t| *t != NONE)
+                .map(|t| t.split(',').filter_map(parse_tag).collect())
+                .unwrap_or_default(),
+        });
+        Self { tag, shape }
+    }
+
+    /// Reads the previous values and removes their keys from `ids`, warning about one that
+    /// cannot be read.
+    fn take(port: &str, ids: &mut BTreeMap<String, String>) -> Self {
+        let previous = Self::read(ids);
+        if let Some(text) = ids.get(PREVIOUS_KEY)
+            && text != NONE
+            && previous.tag.is_none()
+        {
+            tracing::warn!(port, previous = %text, "unreadable previous VLAN");
+        }
+        for key in [PREVIOUS_KEY, PREVIOUS_MODE_KEY, PREVIOUS_TRUNKS_KEY] {
+            ids.remove(key);
+        }
+        previous
+    }
+}
+
 /// A port's row as read, kept in wire form too so a `wait` can assert it is unchanged.
 struct PortRow {
     uuid: Value,
     tag: Option<u16>,
+    vlan_mode: Option<String>,
+    trunks: Vec<u16>,
     external_ids: BTreeMap<String, String>,
-    raw_tag: Value,
-    raw_external_ids: Value,
+    raw: Value,
 }
 
 impl PortRow {
@@ -488,35 +628,56 @@ impl PortRow {
         })?;
         Ok(Self {
             uuid: row["_uuid"].clone(),
-            // The schema allows 0-4095; anything outside 802.1Q is treated as no tag.
-            tag: row["tag"]
-                .as_u64()
-                .and_then(|t| u16::try_from(t).ok())
-                .filter(|t| (1..=4094).contains(t)),
+            // Any tag the schema allows, 0 and 4095 included: it is what a release restores.
+            tag: integers(&row["tag"]).first().copied(),
+            vlan_mode: row["vlan_mode"].as_str().map(str::to_owned),
+            trunks: integers(&row["trunks"]),
             external_ids: map_of(&row["external_ids"]),
-            raw_tag: row["tag"].clone(),
-            raw_external_ids: row["external_ids"].clone(),
+            raw: row,
         })
+    }
+
+    /// Whether the port is already what `configure` makes of it.
+    fn is_access_port_on(&self, vlan: u16) -> bool {
+        self.tag == Some(vlan)
+            && self.vlan_mode.as_deref() == Some("access")
+            && self.trunks.is_empty()
     }
 
     /// Fails the transaction if the row changed since it was read.
     fn unchanged(&self) -> Value {
+        let columns = ["tag", "vlan_mode", "trunks", "external_ids"];
+        let row: serde_json::Map<String, Value> = columns
+            .iter()
+            .map(|c| ((*c).to_owned(), self.raw[*c].clone()))
+            .collect();
         json!({
             "op": "wait", "table": "Port", "timeout": 0, "until": "==",
             "where": [["_uuid", "==", self.uuid]],
-            "columns": ["tag", "external_ids"],
-            "rows": [{"tag": self.raw_tag, "external_ids": self.raw_external_ids}],
+            "columns": columns,
+            "rows": [row],
         })
     }
 
-    /// Sets the row's tag (`None`: no tag) and external ids.
-    fn update(&self, tag: Option<u16>, ids: &BTreeMap<String, String>) -> Value {
+    /// Sets the row's tag (`None`: no tag), its mode and trunks unless `shape` is `None`,
+    /// and its external ids.
+    fn update(
+        &self,
+        tag: Option<u16>,
+        shape: Option<VlanShape>,
+        ids: &BTreeMap<String, String>,
+    ) -> Value {
         let tag = tag.map_or(json!(["set", []]), |t| json!(t));
         let ids: Vec<Value> = ids.iter().map(|(k, v)| json!([k, v])).collect();
+        let mut row = json!({"tag": tag, "external_ids": ["map", ids]});
+        if let Some(shape) = shape {
+            row["vlan_mode"] = shape.mode.map_or(json!(["set", []]), |m| json!(m));
+            row["trunks"] = json!(["set", shape.trunks]);
+        }
         json!({
             "op": "update", "table": "Port",
             "where": [["_uuid", "==", self.uuid]],
-            "row": {"tag": tag, "external_ids": ["map", ids]},
+            "row": row,
         })
     }
 }

@@ -1,5 +1,5 @@
 //! `examples/api_key.rs` against a real Redis server, checked from outside: by logging in
-//! with the key the user receives, and as the `default` administrator.
+//! with the key the user receives, and as the administrator.
 
 use std::sync::Arc;
 
@@ -8,7 +8,7 @@ use serde_json::json;
 use webhook::manager::ResourceManager;
 use webhook::reservation::{Parameters, Reservation, Resource, User};
 
-use crate::backends::redis::Redis;
+use crate::backends::redis::{ADMIN_USER, Redis};
 use crate::helpers;
 
 #[allow(dead_code)]
@@ -43,14 +43,18 @@ fn booking(event_id: &str, parameters: &[(&str, &str)]) -> Reservation {
     }
 }
 
-async fn manager(redis: &Redis) -> ApiKey {
-    ApiKey::new(Settings {
-        redis_admin_url: redis.admin_url().into(),
+fn settings(redis: &Redis, admin_url: String) -> Settings {
+    Settings {
+        redis_admin_url: admin_url.into(),
         redis_public_host: "127.0.0.1".into(),
         redis_public_port: redis.port,
-    })
-    .await
-    .expect("the manager connects")
+    }
+}
+
+async fn manager(redis: &Redis) -> ApiKey {
+    ApiKey::new(settings(redis, redis.admin_url()))
+        .await
+        .expect("the manager connects")
 }
 
 /// The value of `field=` in the outcome's message.
@@ -71,14 +75,170 @@ async fn run(con: &mut MultiplexedConnection, args: &[&str]) -> Result<redis::Va
         .map_err(|e| e.code().unwrap_or("no code").to_owned())
 }
 
+/// The server's ACL users but the administrator the tests connect as.
 async fn acl_users(redis: &Redis) -> Vec<String> {
     let mut users: Vec<String> = redis::cmd("ACL")
         .arg("USERS")
         .query_async(&mut redis.admin().await)
         .await
         .unwrap();
+    users.retain(|u| u != ADMIN_USER);
     users.sort();
     users
+}
+
+/// Configures `event_id` with the default scopes and logs in with its key.
+async fn logged_in(manager: &ApiKey, redis: &Redis, event_id: &str) -> MultiplexedConnection {
+    let message = manager
+        .configure(&booking(event_id, &[]))
+        .await
+        .expect(event_id)
+        .message;
+    redis
+        .login(&field(&message, "user"), &field(&message, "key"))
+        .await
+        .expect(event_id)
+}
+
+#[tokio::test]
+async fn the_manager_refuses_to_start_while_the_default_user_is_open() {
+    // Arrange: a fresh server, whose default user needs no password and reaches every key
+    let redis = Redis::start_open();
+
+    // Act
+    let refused = ApiKey::new(settings(&redis, redis.open_url())).await;
+
+    // Assert
+    let Err(error) = refused else {
+        panic!("the manager started");
+    };
+    let message = format!("{error:#}");
+    assert!(
+        message.starts_with("Redis's default user needs no password"),
+        "{message}"
+    );
+    assert!(message.contains("`ACL SETUSER default off`"), "{message}");
+    assert!(
+        message.contains("`ACL SETUSER default on >PASSWORD`"),
+        "{message}"
+    );
+
+    // Act: the owner gives it a password
+    let mut open = redis::Client::open(redis.open_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    run(
+        &mut open,
+        &["ACL", "SETUSER", "default", "on", ">owner-secret"],
+    )
+    .await
+    .unwrap();
+    let with_password = format!("redis://default:owner-secret@127.0.0.1:{}", redis.port);
+    let started = ApiKey::new(settings(&redis, with_password)).await;
+
+    // Assert
+    assert!(started.is_ok(), "{:#}", started.err().unwrap());
+}
+
+#[tokio::test]
+async fn a_booking_cannot_allocate_far_beyond_what_it_sends() {
+    // Arrange
+    let redis = Redis::start();
+    let manager = manager(&redis).await;
+    let mut con = logged_in(&manager, &redis, "103").await;
+    run(&mut con, &["SET", "booking:103:k", "v"]).await.unwrap();
+
+    for command in [
+        &["SETRANGE", "booking:103:k", "536870000", "x"][..],
+        &["SETBIT", "booking:103:k", "4294967295", "1"],
+        &["BITFIELD", "booking:103:k", "SET", "u8", "4294967288", "1"],
+    ] {
+        // Act
+        let refused = run(&mut con, command).await;
+
+        // Assert
+        assert_eq!(refused, Err("NOPERM".into()), "{command:?}");
+    }
+    assert_eq!(
+        run(
+            &mut con,
+            &["BITFIELD_RO", "booking:103:k", "GET", "u8", "0"]
+        )
+        .await,
+        Ok(redis::Value::Array(vec![redis::Value::Int(118)]))
+    );
+    assert_eq!(
+        run(&mut con, &["STRLEN", "booking:103:k"]).await,
+        Ok(redis::Value::Int(1))
+    );
+}
+
+#[tokio::test]
+async fn release_deletes_the_bookings_keys_and_no_other_bookings() {
+    // Arrange: booking 1's prefix is a string prefix of booking 10's, and "1*" has a glob
+    // character in its id; booking 1 has more keys than one SCAN round returns
+    let redis = Redis::start();
+    let manager = manager(&redis).await;
+    let mut one = logged_in(&manager, &redis, "1").await;
+    let mut ten = logged_in(&manager, &redis, "10").await;
+    let mut glob = logged_in(&manager, &redis, "1*").await;
+    let glob_prefix = example::key_prefix("1*");
+    let mut bulk = redis::pipe();
+    for i in 0..2500 {
+        bulk.cmd("SET")
+            .arg(format!("booking:1:bulk:{i}"))
+            .arg(i)
+            .ignore();
+    }
+    bulk.query_async::<()>(&mut one).await.unwrap();
+    run(&mut ten, &["SET", "booking:10:x", "ten"])
+        .await
+        .unwrap();
+    run(&mut glob, &["SET", &format!("{glob_prefix}x"), "glob"])
+        .await
+        .unwrap();
+    run(
+        &mut redis.admin().await,
+        &["SET", "booking:1", "not a booking's"],
+    )
+    .await
+    .unwrap();
+
+    // Assert: neither booking reaches the other's keys
+    for key in ["booking:10:x", "booking:1:bulk:0"] {
+        assert_eq!(run(&mut glob, &["GET", key]).await, Err("NOPERM".into()));
+    }
+    assert_eq!(
+        run(&mut one, &["GET", "booking:10:x"]).await,
+        Err("NOPERM".into())
+    );
+    assert_eq!(
+        run(&mut one, &["SET", "booking:10:y", "1"]).await,
+        Err("NOPERM".into())
+    );
+
+    // Act
+    manager.release(&booking("1*", &[])).await.unwrap();
+    manager.release(&booking("1", &[])).await.unwrap();
+
+    // Assert
+    let mut admin = redis.admin().await;
+    let mut left: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let released = |k: &String| k.starts_with("booking:1:") || k.starts_with(&glob_prefix);
+    let stale = left.iter().filter(|k| released(k)).count();
+    assert_eq!(stale, 0, "keys of the released bookings are left");
+    left.sort();
+    assert_eq!(left, ["booking:1", "booking:10:x"]);
+    assert_eq!(
+        run(&mut ten, &["GET", "booking:10:x"]).await,
+        Ok(redis::Value::BulkString(b"ten".to_vec()))
+    );
 }
 
 #[tokio::test]
@@ -339,7 +499,8 @@ async fn the_webhook_creates_the_key_on_start_and_deletes_it_on_end() {
     // Arrange
     let redis = Redis::start();
     let manager = Arc::new(manager(&redis).await);
-    let app = helpers::spawn_app_with(&[("RESOURCE_TYPE", "API Key")], manager).await;
+    let settings = [("RESOURCE_TYPE", "API Key"), ("PROCESSING_BUDGET", "5s")];
+    let app = helpers::spawn_app_with(&settings, manager).await;
     let event = |name: &str| {
         crate::fixture_with(
             name,

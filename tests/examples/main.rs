@@ -32,7 +32,12 @@ fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 
 /// A fixture body with some top-level fields replaced, to make the sender's START and END a
 /// booking of an example's resource type. The result is re-serialized, so it is signed anew.
-#[cfg(any(feature = "postgres", feature = "redis", feature = "docker"))]
+#[cfg(any(
+    feature = "postgres",
+    feature = "redis",
+    feature = "docker",
+    feature = "ovs"
+))]
 fn fixture_with(name: &str, fields: &[(&str, serde_json::Value)]) -> Vec<u8> {
     let mut body: serde_json::Value = serde_json::from_slice(&helpers::fixture(name)).unwrap();
     for (field, value) in fields {

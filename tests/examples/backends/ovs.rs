@@ -87,6 +87,12 @@ impl Ovs {
         }
     }
 
+    /// One column of the port as `ovs-vsctl get` prints it: `[]` when empty, `[10, 20]`,
+    /// `trunk`, `{}`.
+    pub fn column(&self, port: &str, column: &str) -> String {
+        self.vsctl(&["get", "port", port, column]).trim().to_owned()
+    }
+
     /// One of the port's `external_ids`, or `None`.
     pub fn external_id(&self, port: &str, key: &str) -> Option<String> {
         let text = self.vsctl(&[

@@ -1,5 +1,7 @@
 //! A Redis server of its own for one test, on a free loopback port, with nothing saved to
-//! disk. The `default` user has no password, as a fresh server has.
+//! disk. [`Redis::start`] secures it as the API key example asks: an `admin` user, and the
+//! `default` user off; [`Redis::start_open`] leaves `default` without a password, as a fresh
+//! server has it.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -7,6 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+
+/// The administrator [`Redis::start`] creates.
+pub const ADMIN_USER: &str = "admin";
+const ADMIN_PASSWORD: &str = "admin-secret";
 
 /// A running server, killed when dropped.
 pub struct Redis {
@@ -16,8 +22,27 @@ pub struct Redis {
 }
 
 impl Redis {
-    /// Starts the server and waits until it answers `PING`.
+    /// Starts the server with an `admin` user and the `default` user off.
     pub fn start() -> Self {
+        let redis = Self::start_open();
+        let mut con = redis::Client::open(redis.open_url())
+            .unwrap()
+            .get_connection()
+            .expect("the default user connects");
+        redis::cmd("ACL")
+            .arg(&["SETUSER", ADMIN_USER, "on", &format!(">{ADMIN_PASSWORD}")][..])
+            .arg(&["~*", "&*", "+@all"][..])
+            .query::<()>(&mut con)
+            .expect("the admin user is created");
+        redis::cmd("ACL")
+            .arg(&["SETUSER", "default", "off"][..])
+            .query::<()>(&mut con)
+            .expect("the default user is switched off");
+        redis
+    }
+
+    /// Starts the server, its `default` user open, and waits until it answers `PING`.
+    pub fn start_open() -> Self {
         super::require("redis-server", "redis-server");
         let dir = tempfile::Builder::new()
             .prefix("redis")
@@ -29,6 +54,9 @@ impl Redis {
             let mut child = Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--save", "", "--appendonly", "no"])
+                // Caps a string at 1 MB, so a command that slips through and writes at a far
+                // offset fails with an error instead of taking 512 MB on a shared machine.
+                .args(["--proto-max-bulk-len", "1mb"])
                 .arg("--dir")
                 .arg(dir.path())
                 .stdout(Stdio::null())
@@ -54,8 +82,16 @@ impl Redis {
         panic!("redis-server did not start");
     }
 
-    /// The `default` user's URL, as `REDIS_ADMIN_URL` takes it.
+    /// The administrator's URL, as `REDIS_ADMIN_URL` takes it.
     pub fn admin_url(&self) -> String {
+        format!(
+            "redis://{ADMIN_USER}:{ADMIN_PASSWORD}@127.0.0.1:{}",
+            self.port
+        )
+    }
+
+    /// The `default` user's URL, without a password.
+    pub fn open_url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
@@ -65,7 +101,7 @@ impl Redis {
             .unwrap()
             .get_multiplexed_async_connection()
             .await
-            .expect("the default user connects")
+            .expect("the administrator connects")
     }
 
     /// Connects and authenticates as `user`, as a booking's user would.

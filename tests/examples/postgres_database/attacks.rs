@@ -57,27 +57,55 @@ async fn functions_planted_in_a_public_schema_do_not_run_as_the_admin() {
         .await
         .unwrap();
     let attacker = booked(&pg, &manager, "1", Some("postgres")).await;
-    let body = "BEGIN \
-                  INSERT INTO public.pwned VALUES (current_user); \
-                  EXECUTE 'ALTER ROLE booking_1 SUPERUSER'; \
-                  RETURN true; \
-                END";
     let mut plant = String::from(
         "CREATE TABLE public.pwned (who text); GRANT INSERT ON public.pwned TO PUBLIC; ",
     );
     // Overloads that would win over the catalog's for the arguments the admin passes, or
-    // whatever the admin's search_path.
-    for signature in [
-        "starts_with(name, text)",
-        "starts_with(text, text)",
-        "pg_terminate_backend(integer, integer)",
-        "pg_terminate_backend(integer, bigint)",
-        "current_database()",
-        "has_database_privilege(name, oid, text)",
-        "pg_has_role(name, oid, text)",
+    // whatever the admin's search_path; each answers as the real one, so nothing shows.
+    for (signature, returns, answer) in [
+        (
+            "starts_with(name, text)",
+            "boolean",
+            "pg_catalog.starts_with($1::text, $2)",
+        ),
+        (
+            "starts_with(text, text)",
+            "boolean",
+            "pg_catalog.starts_with($1, $2)",
+        ),
+        (
+            "pg_terminate_backend(integer, integer)",
+            "boolean",
+            "pg_catalog.pg_terminate_backend($1, $2)",
+        ),
+        (
+            "pg_terminate_backend(integer, bigint)",
+            "boolean",
+            "pg_catalog.pg_terminate_backend($1, $2)",
+        ),
+        (
+            "current_database()",
+            "name",
+            "pg_catalog.current_database()",
+        ),
+        (
+            "has_database_privilege(name, oid, text)",
+            "boolean",
+            "pg_catalog.has_database_privilege($1, $2, $3)",
+        ),
+        (
+            "pg_has_role(name, oid, text)",
+            "boolean",
+            "pg_catalog.pg_has_role($1, $2, $3)",
+        ),
     ] {
         plant.push_str(&format!(
-            "CREATE FUNCTION public.{signature} RETURNS boolean LANGUAGE plpgsql AS $${body}$$; "
+            "CREATE FUNCTION public.{signature} RETURNS {returns} LANGUAGE plpgsql AS $$ \
+             BEGIN \
+               INSERT INTO public.pwned VALUES (current_user); \
+               EXECUTE 'ALTER ROLE booking_1 SUPERUSER'; \
+               RETURN {answer}; \
+             END $$; "
         ));
     }
     attacker.batch_execute(&plant).await.expect("planted");

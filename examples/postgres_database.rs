@@ -225,10 +225,7 @@ fn kilobytes(text: &str) -> anyhow::Result<u32> {
         "TB" => 1 << 30,
         _ => anyhow::bail!("unknown unit"),
     };
-    let kb = number
-        .parse::<u64>()?
-        .checked_mul(factor)
-        .unwrap_or(u64::MAX);
+    let kb = number.parse::<u64>()?.saturating_mul(factor);
     anyhow::ensure!((1..=i32::MAX as u64).contains(&kb), "out of range");
     Ok(kb as u32)
 }

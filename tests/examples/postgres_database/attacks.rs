@@ -333,7 +333,7 @@ async fn the_role_expires_at_the_end_plus_the_grace_and_follows_a_moved_end() {
     // Assert
     let (user, password, dbname) = login_of(&message);
     let expired = pg.login(&user, &password, &dbname).await;
-    let error = server_message(expired.err().expect("the expired password is refused"));
+    let error = server_message(expired.expect_err("the expired password is refused"));
     assert!(error.contains("password authentication failed"), "{error}");
 }
 

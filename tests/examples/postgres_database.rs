@@ -18,6 +18,7 @@ use example::{PostgresDatabase, Settings};
 
 /// Attacks by the people who book, who hold their booking's login.
 mod attacks;
+mod pause;
 
 /// A booking of `username` with id `event_id` and the given custom parameters.
 fn booking(event_id: &str, username: Option<&str>, parameters: &[(&str, &str)]) -> Reservation {

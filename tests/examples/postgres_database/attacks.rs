@@ -1,9 +1,12 @@
 //! What a booking's user, holding the SQL login the webhook gave them, tries against the
 //! admin and against other bookings, run against a real server and shown to fail.
 
+use std::sync::Arc;
+
 use webhook::manager::ResourceManager;
 
 use super::example::PostgresDatabase;
+use super::pause::Pause;
 use super::{booking, booking_objects, conninfo, manager, server_message, settings};
 use crate::backends::postgres::Postgres;
 
@@ -244,6 +247,53 @@ async fn a_booking_role_can_connect_to_its_own_database_only() {
         .unwrap()
         .get(0);
     assert!(!granted, "TEMPORARY on shop is still granted to PUBLIC");
+}
+
+#[tokio::test]
+async fn no_one_gets_into_a_new_database_before_it_is_closed_to_public() {
+    // Arrange: the manager's session through a relay that stops it right after CREATE
+    // DATABASE, with another booking's user ready to connect.
+    let pg = Postgres::start();
+    pg.admin()
+        .await
+        .batch_execute("ALTER ROLE postgres PASSWORD 'admin'")
+        .await
+        .unwrap();
+    let pause = Pause::start(pg.port, r#"CREATE DATABASE "booking_2""#).await;
+    let mut settings = settings(&pg);
+    settings.pg_admin_url = format!(
+        "host=127.0.0.1 port={} user=postgres password=admin dbname=postgres",
+        pause.port
+    )
+    .into();
+    let manager = Arc::new(PostgresDatabase::new(settings).await.unwrap());
+    let (user, password, _) = login_of(
+        &manager
+            .configure(&booking("1", Some("mallory"), &[]))
+            .await
+            .unwrap()
+            .message,
+    );
+    let configuring = tokio::spawn({
+        let manager = manager.clone();
+        async move { manager.configure(&booking("2", Some("victim"), &[])).await }
+    });
+    pause.held().await;
+
+    // Act: the database exists; its grants are not yet changed.
+    let sneaked = pg.login(&user, &password, "booking_2").await;
+
+    // Assert
+    pause.go();
+    configuring.await.unwrap().expect("configure finishes");
+    let error = server_message(sneaked.expect_err("no one gets in"));
+    assert!(
+        error.contains("not currently accepting connections"),
+        "{error}"
+    );
+    let later = pg.login(&user, &password, "booking_2").await;
+    let error = server_message(later.expect_err("nor later"));
+    assert!(error.contains("permission denied for database"), "{error}");
 }
 
 #[tokio::test]

@@ -1,38 +1,77 @@
 //! A PostgreSQL database of their own for each booking.
 //!
-//! `configure` creates a login role with a fresh random password and a connection limit,
-//! and a database owned by it that no one else may connect to. `release` blocks the role
-//! from logging in (`NOLOGIN`, which also covers databases other than its own), ends its
-//! sessions, and drops the database and the role. Needs PostgreSQL 14 or later.
+//! `configure` creates a login role with a fresh random password, a connection limit, an
+//! expiry and resource limits, and a database owned by it that no one else may connect to.
+//! `end_changed` moves the expiry. `release` blocks the role from logging in (`NOLOGIN`,
+//! which also covers databases other than its own), ends its sessions, drops the database,
+//! then what the role owns or was granted in any other database, then the role. Needs
+//! PostgreSQL 14 or later.
 //!
 //! The user receives a libpq connection string, which `psql` and most drivers take:
-//! `host=db.example.org port=5432 dbname='booking_103_alice' user='booking_103_alice'
-//! password='…'`. The server is sent only the password's SCRAM verifier, never the
-//! password itself, so it cannot show up in the server's statement log.
+//! `host=db.example.org port=5432 dbname='booking_103' user='booking_103' password='…'`.
+//! The server is sent only the password's SCRAM verifier, never the password itself, so it
+//! cannot show up in the server's statement log.
 //!
 //! # Settings
 //! - `PG_ADMIN_URL` (required): how this webhook connects as an administrator, as a URL
 //!   (`postgresql://webhook:secret@db:5432/postgres`) or key/value text (`host=/run/postgresql
 //!   user=postgres`). The role must be a superuser, or have CREATEROLE, CREATEDB and
-//!   `pg_signal_backend` and be a member of the roles it creates. No TLS: keep this
-//!   connection inside the cluster or on a Unix socket.
+//!   `pg_signal_backend`, be a member of the roles it creates, own every database other
+//!   than the bookings' (see *Isolation*) and, on PostgreSQL 15 or later, hold
+//!   `GRANT SET ON PARAMETER temp_file_limit` (on 14, set `PG_TEMP_FILE_LIMIT=-1`). No TLS:
+//!   keep this connection inside the cluster or on a Unix socket.
 //! - `PG_PUBLIC_HOST` (required) and `PG_PUBLIC_PORT` (default 5432): the address users
 //!   connect to, which may differ from the admin's.
 //! - `PG_CONNECTION_LIMIT` (default 5): the most sessions a booking's role may open; also
 //!   the largest value the `connections` custom parameter may ask for.
+//! - `PG_STATEMENT_TIMEOUT` (default `10m`): the role's `statement_timeout`, a duration such
+//!   as `30s` or `10m`; `0` leaves the server's. It is a default: the user may change it in
+//!   their own sessions.
+//! - `PG_TEMP_FILE_LIMIT` (default `1GB`): the role's `temp_file_limit`, the temporary file
+//!   space one session may use, in `kB`, `MB`, `GB` or `TB`; `-1` leaves the server's. Only
+//!   an administrator can change it, so it binds the user.
+//! - `RELEASE_GRACE` (default `10m`), read as the service reads it: the role's password
+//!   expires (`VALID UNTIL`) at the booking's end plus this grace, by when the service has
+//!   released the booking even without an END.
 //!
 //! # Custom parameters
 //! - `connections` (optional): a smaller connection limit, 1 to `PG_CONNECTION_LIMIT`.
 //!
+//! # Isolation
+//! At start-up the example revokes CONNECT and TEMPORARY from PUBLIC on every database that
+//! allows connections and is not a booking's (`postgres`, `template1`, the admin's and any
+//! application's), so that a booking's role can connect to its own database only. Roles
+//! that relied on PUBLIC to reach those databases need their own `GRANT CONNECT`. When the
+//! admin role may not revoke (it neither owns a database nor is a superuser), start-up
+//! stops and prints the statements for a superuser to run. A database created after
+//! start-up is open to PUBLIC again until the next start, so also end `pg_hba.conf` with a
+//! `sameuser` rule, after the lines of the admin and every other role you know, which lets
+//! any remaining role (every booking's) reach only the database of its own name whatever
+//! the grants:
+//!
+//! ```text
+//! host  all       webhook,app  10.0.0.0/8  scram-sha-256
+//! host  sameuser  all          0.0.0.0/0   scram-sha-256
+//! ```
+//!
+//! (On PostgreSQL 16 or later the second line may name `/^booking_` instead of `all`.)
+//!
+//! Each database is created from `template0`, not `template1`: no session on `template1`
+//! can block it and nothing put in `template1` is copied into it. It is created closed to
+//! connections and opened only once PUBLIC has lost CONNECT, so no other role slips in
+//! between. The admin session pins its `search_path` to `pg_catalog, pg_temp` and names
+//! every function and operator with its schema, so that nothing a user creates in a schema
+//! open to them (`public` on PostgreSQL 14) can run with the admin's rights.
+//!
+//! PostgreSQL shows every role's name to every role (`pg_roles`), and this cannot be
+//! hidden. The names therefore carry only the booking id, never who booked.
+//!
 //! # Names
-//! The role and the database share one name, `booking_<id>_<username>`: the booking id
-//! keeps names of different bookings apart, the username makes them readable. Names are
-//! always double-quoted in SQL, so any username works; control characters in it become
-//! `_`, as they are unreadable in a connection string. An id that is not a short number
-//! is replaced by `h` and a hash of it, and the username is cut to keep the name within
-//! PostgreSQL's 63 bytes. `release` finds the names by their `booking_<id>` prefix, because
-//! a deleted booking's event carries no username. The `booking_` prefix is this webhook's:
-//! do not give other roles or databases names that start with it.
+//! The role and the database share one name, `booking_<id>`, for an id of up to 20 digits;
+//! any other id becomes `booking_h` and a hash of it. `release` and `end_changed` also find
+//! the names earlier versions gave (`booking_<id>_<username>`) by their `booking_<id>_`
+//! prefix. The `booking_` prefix is this webhook's: do not give other roles or databases
+//! names that start with it.
 //!
 //! # Repeated calls
 //! A repeated `configure` keeps the role and the database and their data, but sets a new
@@ -43,10 +82,12 @@
 //! Run it with `cargo run --example postgres_database --features postgres`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
+use postgres_protocol::escape::{escape_identifier, escape_literal};
 use rand::distr::{Alphanumeric, SampleString};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -57,13 +98,15 @@ use tokio_postgres::{Client, NoTls};
 use webhook::manager::{ManagerError, Outcome, ResourceManager};
 use webhook::reservation::Reservation;
 
-/// PostgreSQL's longest identifier, in bytes; longer ones are silently cut by the server.
-const MAX_NAME_BYTES: usize = 63;
 /// Random alphanumeric characters in a password: 32 of 62 symbols are about 190 bits.
 const PASSWORD_CHARS: usize = 32;
 /// Longest `PG_PUBLIC_HOST` accepted, so that the connection string stays within the
 /// 500 characters the reservation system shows.
 const MAX_HOST_CHARS: usize = 100;
+/// Every role and database this webhook creates starts with it.
+const PREFIX: &str = "booking_";
+/// Run first in every admin session: nothing outside the system catalog is looked up.
+const PIN_SEARCH_PATH: &str = "SET search_path = pg_catalog, pg_temp";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -71,18 +114,36 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// This manager's settings, read from the environment by [`Settings::from_vars`].
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 pub struct Settings {
     /// `PG_ADMIN_URL`: the administrator's connection; it holds a password.
     pub pg_admin_url: SecretString,
     /// `PG_PUBLIC_HOST`: the host name users are told to connect to.
     pub pg_public_host: String,
     /// `PG_PUBLIC_PORT`: the port users are told to connect to.
-    #[serde(default = "default_port")]
     pub pg_public_port: u16,
     /// `PG_CONNECTION_LIMIT`: sessions a booking's role may have open at once.
-    #[serde(default = "default_connection_limit")]
     pub pg_connection_limit: u16,
+    /// `PG_STATEMENT_TIMEOUT` in milliseconds; `None` leaves the server's.
+    pub statement_timeout_ms: Option<u32>,
+    /// `PG_TEMP_FILE_LIMIT` in kB; `None` leaves the server's.
+    pub temp_file_limit_kb: Option<u32>,
+    /// `RELEASE_GRACE`: how long past its end a booking's password stays valid.
+    pub release_grace: Duration,
+}
+
+/// The variables as text, before [`Settings::from_vars`] checks them.
+#[derive(Deserialize)]
+struct Vars {
+    pg_admin_url: SecretString,
+    pg_public_host: String,
+    #[serde(default = "default_port")]
+    pg_public_port: u16,
+    #[serde(default = "default_connection_limit")]
+    pg_connection_limit: u16,
+    pg_statement_timeout: Option<String>,
+    pg_temp_file_limit: Option<String>,
+    release_grace: Option<String>,
 }
 
 fn default_port() -> u16 {
@@ -95,18 +156,78 @@ fn default_connection_limit() -> u16 {
 impl Settings {
     /// Reads the settings from `(name, value)` pairs; errors name the variable.
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Self> {
-        let settings: Self = webhook::config::settings_from_vars(vars)?;
-        let host = settings.pg_public_host.trim();
+        let vars: Vars = webhook::config::settings_from_vars(vars)?;
+        let host = vars.pg_public_host.trim();
         anyhow::ensure!(
             !host.is_empty() && host.chars().count() <= MAX_HOST_CHARS && !host.contains(' '),
             "PG_PUBLIC_HOST must be a host name of {MAX_HOST_CHARS} characters at most"
         );
         anyhow::ensure!(
-            settings.pg_connection_limit >= 1,
+            vars.pg_connection_limit >= 1,
             "PG_CONNECTION_LIMIT must be at least 1"
         );
-        Ok(settings)
+        let timeout = vars.pg_statement_timeout.as_deref().unwrap_or("10m");
+        let statement_timeout_ms = match duration(timeout) {
+            Some(d) if d.is_zero() => None,
+            Some(d) if d.as_millis() >= 1 && d.as_millis() <= i32::MAX as u128 => {
+                Some(d.as_millis() as u32)
+            }
+            _ => anyhow::bail!(
+                "PG_STATEMENT_TIMEOUT: {timeout:?} is not a duration such as 30s or 10m, \
+                 from 1ms to 24 days, or 0 for the server's"
+            ),
+        };
+        let limit = vars.pg_temp_file_limit.as_deref().unwrap_or("1GB");
+        let temp_file_limit_kb = match limit.trim() {
+            "-1" => None,
+            text => Some(kilobytes(text).with_context(|| {
+                format!(
+                    "PG_TEMP_FILE_LIMIT: {limit:?} is not a size such as 512MB or 1GB, \
+                     up to 2047GB, or -1 for the server's"
+                )
+            })?),
+        };
+        let grace = vars.release_grace.as_deref().unwrap_or("10m");
+        let release_grace = duration(grace).filter(|d| !d.is_zero()).with_context(|| {
+            format!("RELEASE_GRACE: {grace:?} is not a positive duration such as 5s, 500ms or 2m")
+        })?;
+        Ok(Self {
+            pg_admin_url: vars.pg_admin_url,
+            pg_public_host: vars.pg_public_host,
+            pg_public_port: vars.pg_public_port,
+            pg_connection_limit: vars.pg_connection_limit,
+            statement_timeout_ms,
+            temp_file_limit_kb,
+            release_grace,
+        })
     }
+}
+
+/// A duration as the service reads one: whole seconds, or humantime (`90s`, `10m`).
+fn duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    match text.parse::<u64>() {
+        Ok(secs) => Some(Duration::from_secs(secs)),
+        Err(_) => humantime::parse_duration(text).ok(),
+    }
+}
+
+/// A size in PostgreSQL's units (`kB` when none is given), in kB, from 1 kB to `i32::MAX`.
+fn kilobytes(text: &str) -> anyhow::Result<u32> {
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let factor: u64 = match unit.trim() {
+        "" | "kB" => 1,
+        "MB" => 1 << 10,
+        "GB" => 1 << 20,
+        "TB" => 1 << 30,
+        _ => anyhow::bail!("unknown unit"),
+    };
+    let kb = number.parse::<u64>()?.saturating_mul(factor);
+    anyhow::ensure!((1..=i32::MAX as u64).contains(&kb), "out of range");
+    Ok(kb as u32)
 }
 
 /// Creates and drops a database and its owner role per booking.
@@ -123,7 +244,8 @@ impl PostgresDatabase {
         Self::new(Settings::from_vars(std::env::vars())?).await
     }
 
-    /// Connects once, so that a wrong `PG_ADMIN_URL` stops the service at start-up.
+    /// Connects once, so that a wrong `PG_ADMIN_URL` stops the service at start-up, and
+    /// closes every other database to PUBLIC.
     pub async fn new(settings: Settings) -> anyhow::Result<Self> {
         let mut admin: tokio_postgres::Config = settings
             .pg_admin_url
@@ -131,17 +253,18 @@ impl PostgresDatabase {
             .parse()
             .context("PG_ADMIN_URL is not a PostgreSQL connection URL")?;
         if admin.get_connect_timeout().is_none() {
-            admin.connect_timeout(std::time::Duration::from_secs(5));
+            admin.connect_timeout(Duration::from_secs(5));
         }
         let manager = Self {
             settings,
             admin,
             client: Mutex::new(None),
         };
-        manager
+        let client = manager
             .client()
             .await
             .context("cannot connect to PostgreSQL with PG_ADMIN_URL")?;
+        isolation::close_other_databases(&client).await?;
         Ok(manager)
     }
 
@@ -151,15 +274,7 @@ impl PostgresDatabase {
         if let Some(client) = slot.as_ref().filter(|c| !c.is_closed()) {
             return Ok(client.clone());
         }
-        let (client, connection) = self.admin.connect(NoTls).await.map_err(|e| {
-            ManagerError::transient("the database server cannot be reached").with_source(e)
-        })?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!(error = %e, "PostgreSQL admin connection closed");
-            }
-        });
-        let client = Arc::new(client);
+        let client = Arc::new(connect(&self.admin).await?);
         *slot = Some(client.clone());
         Ok(client)
     }
@@ -178,6 +293,46 @@ impl PostgresDatabase {
             )),
         }
     }
+
+    /// `VALID UNTIL` for a booking ending at `end`, as an SQL literal.
+    fn valid_until(&self, end: DateTime<Utc>) -> String {
+        let until = TimeDelta::from_std(self.settings.release_grace)
+            .ok()
+            .and_then(|grace| end.checked_add_signed(grace));
+        escape_literal(&until.map_or("infinity".into(), |t| {
+            t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+        }))
+    }
+
+    /// `ALTER ROLE … SET` for the role's limits. No `temp_file_limit` leaves it as it was:
+    /// an admin that may not set it may not reset it either.
+    fn role_limits(&self, role: &str) -> String {
+        let timeout = match self.settings.statement_timeout_ms {
+            Some(ms) => format!("ALTER ROLE {role} SET statement_timeout = {ms}"),
+            None => format!("ALTER ROLE {role} RESET statement_timeout"),
+        };
+        match self.settings.temp_file_limit_kb {
+            Some(kb) => format!("{timeout}; ALTER ROLE {role} SET temp_file_limit = {kb}"),
+            None => timeout,
+        }
+    }
+}
+
+/// A new admin session on `config`, its `search_path` pinned before any other statement.
+async fn connect(config: &tokio_postgres::Config) -> Result<Client, ManagerError> {
+    let (client, connection) = config.connect(NoTls).await.map_err(|e| {
+        ManagerError::transient("the database server cannot be reached").with_source(e)
+    })?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "PostgreSQL admin connection closed");
+        }
+    });
+    client
+        .batch_execute(PIN_SEARCH_PATH)
+        .await
+        .map_err(|e| sql_error("pin the search path", e))?;
+    Ok(client)
 }
 
 #[async_trait]
@@ -185,28 +340,32 @@ impl ResourceManager for PostgresDatabase {
     #[tracing::instrument(skip_all, fields(booking = %reservation.event_id))]
     async fn configure(&self, reservation: &Reservation) -> Result<Outcome, ManagerError> {
         let limit = self.connection_limit(reservation)?;
-        let name = name(reservation);
+        let name = name_prefix(&reservation.event_id);
         let password = Alphanumeric.sample_string(&mut rand::rng(), PASSWORD_CHARS);
         // The server stores only this verifier; the password itself never reaches its logs.
         let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
-        let (role, secret) = (identifier(&name), literal(&verifier));
+        let (role, secret) = (escape_identifier(&name), escape_literal(&verifier));
+        let until = self.valid_until(reservation.end);
         let client = self.client().await?;
 
-        let create = format!("CREATE ROLE {role} LOGIN PASSWORD {secret} CONNECTION LIMIT {limit}");
-        match client.batch_execute(&create).await {
-            Err(e) if e.code() == Some(&SqlState::DUPLICATE_OBJECT) => {
-                let alter =
-                    format!("ALTER ROLE {role} LOGIN PASSWORD {secret} CONNECTION LIMIT {limit}");
-                client
-                    .batch_execute(&alter)
-                    .await
-                    .map_err(|e| sql_error("update the database role", e))?;
-            }
+        // The role logs in only once its limits and its database are in place.
+        match client
+            .batch_execute(&format!("CREATE ROLE {role} NOLOGIN"))
+            .await
+        {
+            Err(e) if e.code() == Some(&SqlState::DUPLICATE_OBJECT) => {}
             result => result.map_err(|e| sql_error("create the database role", e))?,
         }
-        // CREATE DATABASE cannot run in a transaction, so each statement goes on its own.
+        client
+            .batch_execute(&self.role_limits(&role))
+            .await
+            .map_err(|e| sql_error("set the role's limits", e))?;
+        // From template0, which no one can connect to or change; closed until PUBLIC has
+        // lost CONNECT. CREATE DATABASE cannot run in a transaction, so it goes on its own.
         match client
-            .batch_execute(&format!("CREATE DATABASE {role} OWNER {role}"))
+            .batch_execute(&format!(
+                "CREATE DATABASE {role} OWNER {role} TEMPLATE template0 ALLOW_CONNECTIONS false"
+            ))
             .await
         {
             Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => {}
@@ -215,10 +374,18 @@ impl ResourceManager for PostgresDatabase {
         client
             .batch_execute(&format!(
                 "REVOKE CONNECT, TEMPORARY ON DATABASE {role} FROM PUBLIC; \
-                 GRANT CONNECT, TEMPORARY ON DATABASE {role} TO {role}"
+                 GRANT CONNECT, TEMPORARY ON DATABASE {role} TO {role}; \
+                 ALTER DATABASE {role} ALLOW_CONNECTIONS true"
             ))
             .await
             .map_err(|e| sql_error("restrict access to the database", e))?;
+        client
+            .batch_execute(&format!(
+                "ALTER ROLE {role} LOGIN PASSWORD {secret} CONNECTION LIMIT {limit} \
+                 VALID UNTIL {until}"
+            ))
+            .await
+            .map_err(|e| sql_error("open the database role", e))?;
 
         tracing::info!(limit, "database configured");
         let text = message(&self.settings, &name, &password, limit, reservation.end);
@@ -226,53 +393,57 @@ impl ResourceManager for PostgresDatabase {
     }
 
     #[tracing::instrument(skip_all, fields(booking = %reservation.event_id))]
+    async fn end_changed(&self, reservation: &Reservation) -> Result<(), ManagerError> {
+        let client = self.client().await?;
+        let until = self.valid_until(reservation.end);
+        let roles = booking_names(&client, "pg_roles", "rolname", &reservation.event_id).await?;
+        for name in &roles {
+            client
+                .batch_execute(&format!(
+                    "ALTER ROLE {} VALID UNTIL {until}",
+                    escape_identifier(name)
+                ))
+                .await
+                .map_err(|e| sql_error("move the role's expiry", e))?;
+        }
+        tracing::info!(roles = roles.len(), "expiry moved");
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(booking = %reservation.event_id))]
     async fn release(&self, reservation: &Reservation) -> Result<Outcome, ManagerError> {
         let client = self.client().await?;
-        let prefix = name_prefix(&reservation.event_id);
-        let under = format!("{prefix}_");
-        let roles = client
-            .query(
-                "SELECT rolname::text FROM pg_roles \
-                 WHERE rolname = $1 OR starts_with(rolname, $2)",
-                &[&prefix, &under],
-            )
-            .await
-            .map_err(|e| sql_error("look up the booking's role", e))?;
-        let databases = client
-            .query(
-                "SELECT datname::text FROM pg_database \
-                 WHERE datname = $1 OR starts_with(datname, $2)",
-                &[&prefix, &under],
-            )
-            .await
-            .map_err(|e| sql_error("look up the booking's database", e))?;
+        let id = &reservation.event_id;
+        let roles = booking_names(&client, "pg_roles", "rolname", id).await?;
+        let databases = booking_names(&client, "pg_database", "datname", id).await?;
 
         // First no new sessions, then no old ones, then nothing left.
-        for row in &roles {
-            let role = identifier(row.get(0));
+        for name in &roles {
             client
-                .batch_execute(&format!("ALTER ROLE {role} NOLOGIN"))
+                .batch_execute(&format!("ALTER ROLE {} NOLOGIN", escape_identifier(name)))
                 .await
                 .map_err(|e| sql_error("lock the database role", e))?;
         }
-        for row in &databases {
-            let database = identifier(row.get(0));
+        for name in &databases {
             client
-                .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+                .batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    escape_identifier(name)
+                ))
                 .await
                 .map_err(|e| sql_error("drop the database", e))?;
         }
-        for row in &roles {
-            let name: &str = row.get(0);
+        for name in &roles {
             client
                 .execute(
-                    "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity \
-                     WHERE usename = $1",
-                    &[&name],
+                    "SELECT pg_catalog.pg_terminate_backend(pid, 5000) \
+                     FROM pg_catalog.pg_stat_activity WHERE usename OPERATOR(pg_catalog.=) $1",
+                    &[name],
                 )
                 .await
                 .map_err(|e| sql_error("end the role's sessions", e))?;
-            let role = identifier(name);
+            self.drop_owned_elsewhere(&client, name).await?;
+            let role = escape_identifier(name);
             client
                 .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE IF EXISTS {role}"))
                 .await
@@ -299,38 +470,74 @@ impl ResourceManager for PostgresDatabase {
     }
 }
 
-/// The role's and the database's name: `booking_<id>_<username>`, at most 63 bytes.
-pub fn name(reservation: &Reservation) -> String {
-    let mut name = name_prefix(&reservation.event_id);
-    let username: String = reservation
-        .user
-        .username
-        .as_deref()
-        .unwrap_or_default()
-        .trim()
-        .chars()
-        .map(|c| if c.is_control() { '_' } else { c })
-        .collect();
-    if !username.is_empty() {
-        name.push('_');
-        for c in username.chars() {
-            if name.len() + c.len_utf8() > MAX_NAME_BYTES {
-                break;
-            }
-            name.push(c);
+impl PostgresDatabase {
+    /// `DROP OWNED BY` the role in every database other than the admin's where it owns
+    /// objects or holds privileges (another booking's user may grant it some), or that it
+    /// could connect to; else `DROP ROLE` would fail on them.
+    async fn drop_owned_elsewhere(&self, client: &Client, role: &str) -> Result<(), ManagerError> {
+        let rows = client
+            .query(
+                "SELECT d.datname::text FROM pg_catalog.pg_database d \
+                 WHERE d.datallowconn \
+                   AND d.datname OPERATOR(pg_catalog.<>) pg_catalog.current_database() \
+                   AND (pg_catalog.has_database_privilege($1::pg_catalog.name, d.oid, 'CONNECT') \
+                        OR d.oid OPERATOR(pg_catalog.=) ANY (\
+                          SELECT s.dbid FROM pg_catalog.pg_shdepend s \
+                          JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) s.refobjid \
+                          WHERE s.refclassid OPERATOR(pg_catalog.=) \
+                                'pg_catalog.pg_authid'::pg_catalog.regclass \
+                            AND r.rolname OPERATOR(pg_catalog.=) $1::pg_catalog.name))",
+                &[&role],
+            )
+            .await
+            .map_err(|e| sql_error("find the role's objects", e))?;
+        for row in rows {
+            let database: &str = row.get(0);
+            let mut config = self.admin.clone();
+            config.dbname(database);
+            connect(&config)
+                .await?
+                .batch_execute(&format!("DROP OWNED BY {}", escape_identifier(role)))
+                .await
+                .map_err(|e| sql_error("drop the role's objects in another database", e))?;
         }
+        Ok(())
     }
-    name
 }
 
-/// `booking_<id>` for an id of up to 20 digits (what the reservation system sends), else
-/// `booking_h<hash>`: unique per booking, and never a prefix of another booking's name.
-fn name_prefix(event_id: &str) -> String {
+/// The roles (`pg_roles`, `rolname`) or databases (`pg_database`, `datname`) of a booking:
+/// `booking_<id>`, and the `booking_<id>_<username>` of earlier versions.
+async fn booking_names(
+    client: &Client,
+    catalog: &str,
+    column: &str,
+    event_id: &str,
+) -> Result<Vec<String>, ManagerError> {
+    let prefix = name_prefix(event_id);
+    let under = format!("{prefix}_");
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {column}::text FROM pg_catalog.{catalog} \
+                 WHERE {column} OPERATOR(pg_catalog.=) $1 \
+                    OR pg_catalog.starts_with({column}::text, $2)"
+            ),
+            &[&prefix, &under],
+        )
+        .await
+        .map_err(|e| sql_error("look up the booking's names", e))?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// The role's and the database's name: `booking_<id>` for an id of up to 20 digits (what
+/// the reservation system sends), else `booking_h<hash>`: unique per booking, never a prefix
+/// of another booking's name, and saying nothing about who booked.
+pub fn name_prefix(event_id: &str) -> String {
     if (1..=20).contains(&event_id.len()) && event_id.bytes().all(|b| b.is_ascii_digit()) {
-        format!("booking_{event_id}")
+        format!("{PREFIX}{event_id}")
     } else {
         let hash = hex::encode(Sha256::digest(event_id.as_bytes()));
-        format!("booking_h{}", &hash[..16])
+        format!("{PREFIX}h{}", &hash[..16])
     }
 }
 
@@ -352,23 +559,6 @@ fn message(
         end.format("%Y-%m-%d %H:%M UTC"),
         name = conninfo_value(name),
     )
-}
-
-/// A double-quoted SQL identifier: taken exactly as written, whatever it contains.
-fn identifier(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// A single-quoted SQL string literal, as PostgreSQL's `quote_literal` writes it: the
-/// `E''` form when there is a backslash, so it reads the same whatever
-/// `standard_conforming_strings` is.
-fn literal(value: &str) -> String {
-    let quoted = value.replace('\'', "''");
-    if quoted.contains('\\') {
-        format!("E'{}'", quoted.replace('\\', "\\\\"))
-    } else {
-        format!("'{quoted}'")
-    }
 }
 
 /// A value in a libpq connection string: single-quoted, `\` and `'` escaped with `\`.
@@ -394,17 +584,87 @@ fn sql_error(what: &str, e: tokio_postgres::Error) -> ManagerError {
     error.with_source(e)
 }
 
+/// Start-up: no role reaches a database that is not a booking's through PUBLIC.
+mod isolation {
+    use anyhow::Context as _;
+    use postgres_protocol::escape::escape_identifier;
+    use tokio_postgres::Client;
+    use tokio_postgres::error::SqlState;
+
+    /// Databases other than the bookings' that take connections and give PUBLIC CONNECT or
+    /// TEMPORARY, and whether the admin owns each.
+    const OPEN_TO_PUBLIC: &str = "\
+        SELECT d.datname::text, \
+               pg_catalog.pg_has_role(current_user, d.datdba, 'USAGE') \
+        FROM pg_catalog.pg_database d \
+        WHERE d.datallowconn \
+          AND NOT pg_catalog.starts_with(d.datname::text, 'booking_') \
+          AND EXISTS (SELECT FROM pg_catalog.aclexplode(\
+                        COALESCE(d.datacl, pg_catalog.acldefault('d', d.datdba))) a \
+                      WHERE a.grantee OPERATOR(pg_catalog.=) 0::pg_catalog.oid \
+                        AND a.privilege_type OPERATOR(pg_catalog.=) \
+                            ANY (ARRAY['CONNECT', 'TEMPORARY'])) \
+        ORDER BY 1";
+
+    /// Revokes CONNECT and TEMPORARY from PUBLIC on every database [`OPEN_TO_PUBLIC`]
+    /// finds; where the admin may not, fails with the statements a superuser must run.
+    pub async fn close_other_databases(client: &Client) -> anyhow::Result<()> {
+        let open = client
+            .query(OPEN_TO_PUBLIC, &[])
+            .await
+            .context("cannot list the databases")?;
+        for row in open {
+            let database = escape_identifier(row.get(0));
+            let revoke = format!("REVOKE CONNECT, TEMPORARY ON DATABASE {database} FROM PUBLIC");
+            match client.batch_execute(&revoke).await {
+                // A role that does not own the database is refused, or only warned.
+                Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {}
+                result => result.with_context(|| format!("cannot run {revoke}"))?,
+            }
+        }
+        let left = client
+            .query(OPEN_TO_PUBLIC, &[])
+            .await
+            .context("cannot list the databases")?;
+        if left.is_empty() {
+            return Ok(());
+        }
+        let row = client
+            .query_one(
+                "SELECT current_user::text, pg_catalog.current_database()::text, r.rolsuper \
+                 FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) current_user",
+                &[],
+            )
+            .await
+            .context("cannot read the admin role")?;
+        let (admin, own, superuser): (String, String, bool) = (row.get(0), row.get(1), row.get(2));
+        let mut statements = Vec::new();
+        for row in &left {
+            let (database, owned): (String, bool) = (row.get(0), row.get(1));
+            if database == own && !owned && !superuser {
+                // Else the admin would lock itself out of the database it connects to.
+                statements.push(format!(
+                    "GRANT CONNECT ON DATABASE {} TO {};",
+                    escape_identifier(&database),
+                    escape_identifier(&admin)
+                ));
+            }
+            statements.push(format!(
+                "REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC;",
+                escape_identifier(&database)
+            ));
+        }
+        anyhow::bail!(
+            "PG_ADMIN_URL's role {admin:?} may not stop other roles connecting to databases \
+             that are not bookings'; run this as a superuser, then start again: {}",
+            statements.join(" ")
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn identifiers_and_literals_are_quoted_as_postgresql_reads_them() {
-        assert_eq!(identifier(r#"a"b"#), r#""a""b""#);
-        assert_eq!(literal("it's"), "'it''s'");
-        assert_eq!(literal(r"a\'b"), r"E'a\\''b'");
-        assert_eq!(conninfo_value(r"a'b\c"), r"'a\'b\\c'");
-    }
 
     #[test]
     fn the_longest_message_fits_in_500_characters() {
@@ -413,10 +673,11 @@ mod tests {
             pg_public_host: "h".repeat(MAX_HOST_CHARS),
             pg_public_port: u16::MAX,
             pg_connection_limit: u16::MAX,
+            statement_timeout_ms: None,
+            temp_file_limit_kb: None,
+            release_grace: Duration::from_secs(600),
         };
-        // Every quote in a name takes two characters once escaped.
-        let name = format!("booking_{}_{}", "9".repeat(20), "'".repeat(34));
-        assert_eq!(name.len(), MAX_NAME_BYTES);
+        let name = name_prefix(&"9".repeat(20));
         let password = "p".repeat(PASSWORD_CHARS);
 
         let text = message(&settings, &name, &password, u16::MAX, chrono::Utc::now());
@@ -426,5 +687,15 @@ mod tests {
             "{} characters",
             text.chars().count()
         );
+    }
+
+    #[test]
+    fn sizes_are_read_in_postgresql_units() {
+        assert_eq!(kilobytes("1GB").unwrap(), 1 << 20);
+        assert_eq!(kilobytes("512MB").unwrap(), 512 << 10);
+        assert_eq!(kilobytes("64").unwrap(), 64);
+        for bad in ["", "0", "1gb", "1 PB", "-5", "2048GB", "1GB; RESET ALL"] {
+            assert!(kilobytes(bad).is_err(), "{bad}");
+        }
     }
 }

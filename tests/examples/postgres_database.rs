@@ -16,6 +16,10 @@ mod example;
 
 use example::{PostgresDatabase, Settings};
 
+/// Attacks by the people who book, who hold their booking's login.
+mod attacks;
+mod pause;
+
 /// A booking of `username` with id `event_id` and the given custom parameters.
 fn booking(event_id: &str, username: Option<&str>, parameters: &[(&str, &str)]) -> Reservation {
     Reservation {
@@ -48,6 +52,9 @@ fn settings(pg: &Postgres) -> Settings {
         pg_public_host: "127.0.0.1".into(),
         pg_public_port: pg.port,
         pg_connection_limit: 3,
+        statement_timeout_ms: Some(600_000),
+        temp_file_limit_kb: Some(1 << 20),
+        release_grace: std::time::Duration::from_secs(600),
     }
 }
 
@@ -122,7 +129,7 @@ async fn configure_gives_a_login_that_owns_its_database_and_can_create_tables() 
     let (user, dbname) = (conninfo(&message, "user"), conninfo(&message, "dbname"));
     assert_eq!(
         (user.as_str(), dbname.as_str()),
-        ("booking_103_alice", "booking_103_alice")
+        ("booking_103", "booking_103")
     );
     let password = conninfo(&message, "password");
     assert!(password.len() >= 24, "{password}");
@@ -311,6 +318,16 @@ async fn a_deleted_booking_is_released_by_its_id_alone() {
         .configure(&booking("1030", Some("alice"), &[]))
         .await
         .unwrap();
+    // Earlier versions put the username in the names.
+    let admin = pg.admin().await;
+    admin
+        .batch_execute("CREATE ROLE booking_103_alice LOGIN")
+        .await
+        .unwrap();
+    admin
+        .batch_execute("CREATE DATABASE booking_103_alice OWNER booking_103_alice")
+        .await
+        .unwrap();
 
     // Act
     manager
@@ -321,7 +338,7 @@ async fn a_deleted_booking_is_released_by_its_id_alone() {
     // Assert: the other booking, whose id starts the same, is untouched.
     assert_eq!(
         booking_objects(&pg).await,
-        ["role booking_1030_alice", "database booking_1030_alice"]
+        ["role booking_1030", "database booking_1030"]
     );
 }
 
@@ -332,7 +349,11 @@ async fn odd_usernames_and_ids_give_distinct_valid_names_that_work() {
     let manager = manager(&pg).await;
     let long = "é".repeat(100);
     let bookings = [
-        booking("1", Some(r#"O'Brien "the" admin; DROP ROLE postgres"#), &[]),
+        booking(
+            "1",
+            Some(r#"O'Brien "the" admin; DROP ROLE postgres"#),
+            &[("note", "'); DROP ROLE postgres; --")],
+        ),
         booking("2", Some("Ünïcødé user 名前"), &[]),
         booking("3", Some(&long), &[]),
         booking("4", Some("tab\tand\nnewline\\"), &[]),
@@ -340,6 +361,10 @@ async fn odd_usernames_and_ids_give_distinct_valid_names_that_work() {
         booking(&"9".repeat(300), Some("alice"), &[]),
         booking("with space", None, &[]),
     ];
+    let mut titled = booking("5", Some("mallory"), &[]);
+    titled.title = Some(r#"x"; DROP ROLE postgres; --"#.into());
+    titled.description = Some("'; ALTER ROLE mallory SUPERUSER; --".into());
+    let bookings: Vec<Reservation> = bookings.into_iter().chain([titled]).collect();
 
     // Act
     let mut names = Vec::new();
@@ -364,7 +389,12 @@ async fn odd_usernames_and_ids_give_distinct_valid_names_that_work() {
             .unwrap();
         names.push(user);
     }
-    assert!(names[2].starts_with("booking_3_éé"), "{}", names[2]);
+    // Every role's name is visible to every role: none says who booked.
+    assert_eq!(
+        names[..4],
+        ["booking_1", "booking_2", "booking_3", "booking_4"]
+    );
+    assert!(names[4].starts_with("booking_h"), "{}", names[4]);
     names.sort();
     names.dedup();
     assert_eq!(names.len(), bookings.len(), "{names:?}");
@@ -413,6 +443,23 @@ fn settings_errors_name_the_variable() {
     .unwrap_err();
     assert!(zero.to_string().contains("PG_CONNECTION_LIMIT"), "{zero}");
 
+    for (name, bad) in [
+        ("PG_STATEMENT_TIMEOUT", "soon"),
+        ("PG_STATEMENT_TIMEOUT", "30d"),
+        ("PG_TEMP_FILE_LIMIT", "1GB; RESET ALL"),
+        ("PG_TEMP_FILE_LIMIT", "0"),
+        ("RELEASE_GRACE", "later"),
+        ("RELEASE_GRACE", "0s"),
+    ] {
+        let error = Settings::from_vars(vars(&[
+            ("PG_ADMIN_URL", "host=/tmp"),
+            ("PG_PUBLIC_HOST", "db"),
+            (name, bad),
+        ]))
+        .unwrap_err();
+        assert!(error.to_string().starts_with(name), "{name}={bad}: {error}");
+    }
+
     let defaults = Settings::from_vars(vars(&[
         ("PG_ADMIN_URL", "host=/tmp"),
         ("PG_PUBLIC_HOST", "db"),
@@ -421,6 +468,35 @@ fn settings_errors_name_the_variable() {
     assert_eq!(
         (defaults.pg_public_port, defaults.pg_connection_limit),
         (5432, 5)
+    );
+    assert_eq!(
+        (
+            defaults.statement_timeout_ms,
+            defaults.temp_file_limit_kb,
+            defaults.release_grace
+        ),
+        (
+            Some(600_000),
+            Some(1 << 20),
+            std::time::Duration::from_secs(600)
+        )
+    );
+
+    let set = Settings::from_vars(vars(&[
+        ("PG_ADMIN_URL", "host=/tmp"),
+        ("PG_PUBLIC_HOST", "db"),
+        ("PG_STATEMENT_TIMEOUT", "0"),
+        ("PG_TEMP_FILE_LIMIT", "-1"),
+        ("RELEASE_GRACE", "1h 30m"),
+    ]))
+    .unwrap();
+    assert_eq!(
+        (
+            set.statement_timeout_ms,
+            set.temp_file_limit_kb,
+            set.release_grace
+        ),
+        (None, None, std::time::Duration::from_secs(5400))
     );
 }
 
@@ -444,7 +520,14 @@ async fn the_webhook_creates_the_database_on_start_and_drops_it_on_end() {
     // Arrange
     let pg = Postgres::start();
     let manager = Arc::new(manager(&pg).await);
-    let app = helpers::spawn_app_with(&[("RESOURCE_TYPE", "PostgreSQL Database")], manager).await;
+    let app = helpers::spawn_app_with(
+        &[
+            ("RESOURCE_TYPE", "PostgreSQL Database"),
+            ("PROCESSING_BUDGET", "5s"),
+        ],
+        manager,
+    )
+    .await;
     let event = |name: &str| {
         crate::fixture_with(
             name,
@@ -463,7 +546,7 @@ async fn the_webhook_creates_the_database_on_start_and_drops_it_on_end() {
     assert_eq!(started.status(), 200, "{}", helpers::json(started).await);
     assert_eq!(
         booking_objects(&pg).await,
-        ["role booking_103_alice", "database booking_103_alice"]
+        ["role booking_103", "database booking_103"]
     );
 
     // Act

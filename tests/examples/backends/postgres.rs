@@ -78,8 +78,13 @@ impl Postgres {
 
     /// The superuser's connection over the Unix socket, as `PG_ADMIN_URL` takes it.
     pub fn admin_url(&self) -> String {
+        self.socket_url("postgres", "postgres")
+    }
+
+    /// `user`'s connection to `dbname` over the Unix socket, where no password is asked.
+    pub fn socket_url(&self, user: &str, dbname: &str) -> String {
         format!(
-            "host={} port={} user=postgres dbname=postgres",
+            "host={} port={} user={user} dbname={dbname}",
             self.dir.path().display(),
             self.port
         )
@@ -87,8 +92,13 @@ impl Postgres {
 
     /// A superuser session, for arranging and checking from outside the manager.
     pub async fn admin(&self) -> tokio_postgres::Client {
+        self.admin_on("postgres").await
+    }
+
+    /// A superuser session on `dbname`.
+    pub async fn admin_on(&self, dbname: &str) -> tokio_postgres::Client {
         let (client, connection) =
-            tokio_postgres::connect(&self.admin_url(), tokio_postgres::NoTls)
+            tokio_postgres::connect(&self.socket_url("postgres", dbname), tokio_postgres::NoTls)
                 .await
                 .expect("the superuser connects");
         tokio::spawn(connection);

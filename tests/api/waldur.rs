@@ -419,6 +419,12 @@ async fn the_offering_is_matched_by_name_or_uuid_and_the_lists_are_configurable(
 
     // Assert
     assert_eq!(completed["status"], "ignored", "not listed here");
+    let offered = manager.events();
+    assert_eq!(
+        (offered[0].event_type.as_str(), offered[0].ours),
+        ("marketplace_order_completed", Some(true)),
+        "the hook knows the offering by its UUID too"
+    );
     assert!(
         not_ours["message"]
             .as_str()

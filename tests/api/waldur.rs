@@ -508,6 +508,14 @@ async fn who_may_post_is_decided_by_address_and_token_before_the_body_is_read() 
             "configured",
         ),
         (
+            "a Base64 token pasted into the URL as it is",
+            vec![("WALDUR_TOKEN", "q+Zx/9w==")],
+            "/waldur?token=q+Zx/9w==",
+            vec![],
+            200,
+            "configured",
+        ),
+        (
             "a proxy that adds the token as a header",
             vec![("WALDUR_TOKEN", TOKEN)],
             "/waldur",

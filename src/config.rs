@@ -610,10 +610,11 @@ mod tests {
             ),
             (
                 vec![
+                    ("WALDUR_TOKEN", "t"),
                     ("WALDUR_ALLOWED_CIDRS", "10.0.0.0/8"),
                     ("WALDUR_TRUSTED_PROXIES", "proxy"),
                 ],
-                "WALDUR_TRUSTED_PROXIES",
+                "WALDUR_TRUSTED_PROXIES: \"proxy\"",
             ),
             (
                 vec![

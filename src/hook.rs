@@ -57,8 +57,8 @@ impl<'a> OtherEvent<'a> {
     }
 
     /// The resource type the event is about, if it names one: `data.resource.type.name` or
-    /// `data.type.name` from the reservation system, `context.offering_type` or
-    /// `context.offering_name` from Waldur. Parses the body.
+    /// `data.type.name` from the reservation system, `context.offering_name` or
+    /// `context.offering_uuid` from Waldur. Parses the body.
     ///
     /// The reservation system's `EVENT_CREATED`, `EVENT_UPDATED` and `RESOURCE_*` events reach
     /// the hook for every resource type; this tells them apart.
@@ -76,8 +76,14 @@ impl<'a> OtherEvent<'a> {
         Some(
             named
                 .iter()
-                .any(|t| crate::config::same_name(t, self.handled_type)),
+                .any(|t| crate::config::same_name(t, self.handled_type) || self.same_uuid(t)),
         )
+    }
+
+    /// Waldur's offering UUID against one written with or without dashes.
+    fn same_uuid(&self, uuid: &str) -> bool {
+        let hex = |t: &str| t.trim().replace('-', "").to_ascii_lowercase();
+        self.source == Source::Waldur && hex(uuid) == hex(self.handled_type)
     }
 
     fn named_types(&self) -> Vec<String> {
@@ -86,7 +92,7 @@ impl<'a> OtherEvent<'a> {
         };
         let pointers: &[&str] = match self.source {
             Source::ReservationSystem => &["/data/resource/type/name", "/data/type/name"],
-            Source::Waldur => &["/context/offering_type", "/context/offering_name"],
+            Source::Waldur => &["/context/offering_name", "/context/offering_uuid"],
         };
         pointers
             .iter()

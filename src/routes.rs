@@ -6,7 +6,8 @@
 //! parsed (400), a booking event's signed timestamp must be within `REPLAY_TOLERANCE`
 //! (409), and only then does it reach [`dispatch`](crate::dispatch), or the manager's
 //! [hook](crate::hook) for other events. A Waldur delivery is admitted by its address (403)
-//! and token (401) before its body is read, and has no signature or timestamp to check.
+//! and token (401) before its body is read, has no signature or timestamp to check, and once
+//! parsed is always answered 2xx (Waldur sends it once and ignores the status).
 
 use std::sync::Arc;
 
@@ -96,14 +97,14 @@ async fn receive_waldur(req: &Request, body: Body, state: Arc<AppState>) -> Repl
         .as_ref()
         .expect("the route exists only when Waldur is configured");
     if let Err(reply) = settings.admit(req) {
-        tracing::warn!(peer = %req.remote_addr(), message = %reply.body.message, "Waldur delivery refused");
+        tracing::warn!(peer = %req.remote_addr(), uri = %waldur::redacted(req.uri()), message = %reply.body.message, "Waldur delivery refused");
         return rejected(&state, reply);
     }
     let bytes = match read_body(req, body, &state).await {
         Ok(bytes) => bytes,
         Err(reply) => return rejected(&state, reply),
     };
-    let delivery = match waldur::parse(&bytes, settings) {
+    let delivery = match waldur::parse(req.content_type(), &bytes, settings) {
         Ok(delivery) => delivery,
         Err(e) => {
             return rejected(
@@ -113,7 +114,8 @@ async fn receive_waldur(req: &Request, body: Body, state: Arc<AppState>) -> Repl
         }
     };
     let span = tracing::Span::current();
-    match delivery {
+    // Waldur sends each event once and ignores the status: from here on, always 2xx.
+    waldur::acknowledged(match delivery {
         waldur::Delivery::Ignored { event_type, reason } => {
             span.record("event_type", event_type.as_str());
             state.metrics.delivery("waldur", "ignored");
@@ -141,7 +143,7 @@ async fn receive_waldur(req: &Request, body: Body, state: Arc<AppState>) -> Repl
             };
             run_booking(state, event).await
         }
-    }
+    })
 }
 
 async fn receive(req: &Request, body: Body, state: Arc<AppState>) -> Reply {

@@ -1,42 +1,61 @@
-//! Waldur marketplace events on `POST /waldur`: who may send them, and how an order event
-//! becomes a booking for the same [`ResourceManager`](crate::manager::ResourceManager).
+//! Waldur marketplace events on `POST /waldur`: who may send them, and how Waldur's replies
+//! are shaped. [`event`] turns a body into a booking for the same
+//! [`ResourceManager`](crate::manager::ResourceManager).
 //!
-//! Waldur posts `{created, message, context, event_type}` and cannot sign it, so the endpoint
-//! is guarded by a shared token (`X-Webhook-Token`) and/or a CIDR allow-list. Event types in
-//! `WALDUR_CONFIGURE_EVENTS` configure, those in `WALDUR_RELEASE_EVENTS` release, for offerings
-//! whose name or type is `WALDUR_RESOURCE_TYPE`; the rest go to the manager's hook.
-//! `docs/sources.md` describes the mapping.
+//! Waldur posts `{created, message, context, event_type}` with a URL and a content type and
+//! nothing else: no signature, no header of the owner's choosing. So the endpoint is guarded
+//! by a token in the hook's URL (`POST /waldur?token=...`) and/or a CIDR allow-list. Waldur
+//! delivers each event at most once and ignores the reply's status, so every event it could
+//! have sent is answered 2xx; only a refused caller gets 401 or 403. `docs/sources.md`
+//! describes the mapping.
+
+pub mod event;
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
-use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use poem::Request;
-use poem::http::StatusCode;
+use poem::http::{StatusCode, Uri};
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::{Map, Value};
+
+pub use event::{BOOKING_PREFIX, Delivery, open_end, parse, resource_number};
 
 use crate::access;
-use crate::config::same_name;
-use crate::payload::{Action, PayloadError};
 use crate::reply::Reply;
-use crate::reservation::{Parameters, Reservation, Resource, User};
 
-/// The header that carries `WALDUR_TOKEN`.
+/// The query parameter of the hook's URL that carries `WALDUR_TOKEN`.
+pub const TOKEN_PARAMETER: &str = "token";
+/// The header a proxy in front of the service may carry `WALDUR_TOKEN` in instead.
 pub const TOKEN_HEADER: &str = "x-webhook-token";
-/// Order events that configure, unless `WALDUR_CONFIGURE_EVENTS` says otherwise.
-pub const DEFAULT_CONFIGURE_EVENTS: &str = "marketplace_order_completed";
-/// Events that release, unless `WALDUR_RELEASE_EVENTS` says otherwise.
-pub const DEFAULT_RELEASE_EVENTS: &str =
-    "marketplace_resource_terminate_succeeded,marketplace_order_terminated";
-/// Booking ids from Waldur start with this, so they never meet the reservation system's.
-pub const BOOKING_PREFIX: &str = "waldur-";
+/// Events that configure, unless `WALDUR_CONFIGURE_EVENTS` says otherwise (an order event
+/// only when its order is a `Create`).
+pub const DEFAULT_CONFIGURE_EVENTS: &str =
+    "marketplace_resource_create_succeeded,marketplace_order_completed";
+/// Events that release, unless `WALDUR_RELEASE_EVENTS` says otherwise. A completed
+/// `Terminate` order among the configure events releases too.
+pub const DEFAULT_RELEASE_EVENTS: &str = "marketplace_resource_terminate_succeeded";
+/// The longest IPv4 and IPv6 prefixes a trusted proxy block may be widened to: a proxy is a
+/// few known hosts, not a network whose every host may claim any address.
+pub const NARROWEST_PROXY_PREFIX: (u8, u8) = (24, 64);
+
+/// Event types no list may hold, and why.
+const NEVER_LISTED: [(&str, &str); 2] = [
+    (
+        "marketplace_order_terminated",
+        "it means the order was cancelled (an update or a termination order included), which \
+         leaves the resource as it was",
+    ),
+    (
+        "marketplace_order_created",
+        "Waldur has not sent it since December 2023",
+    ),
+];
 
 /// The Waldur endpoint's settings; it exists only when a token or an allow-list is set.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `WALDUR_TOKEN`: required in `X-Webhook-Token` when set.
+    /// `WALDUR_TOKEN`: required in the URL's `token` parameter (or `X-Webhook-Token`) when set.
     pub token: Option<SecretString>,
     /// `WALDUR_ALLOWED_CIDRS`: the client address must be in one when set.
     pub allowed: Option<Vec<IpNet>>,
@@ -45,7 +64,7 @@ pub struct Settings {
     pub configure_events: Vec<&'static str>,
     pub release_events: Vec<&'static str>,
     /// `WALDUR_RESOURCE_TYPE` (default `RESOURCE_TYPE`), matched against the offering's
-    /// name and type.
+    /// name and UUID.
     pub resource_type: String,
 }
 
@@ -85,9 +104,27 @@ impl Settings {
                     .into(),
             );
         }
+        if raw.trusted_proxies.is_some() && raw.token.is_none() {
+            return Err(
+                "WALDUR_TRUSTED_PROXIES needs WALDUR_TOKEN: any host that can reach the service \
+                 from a trusted proxy's address can write any client address in \
+                 X-Forwarded-For, so the token in the hook's URL must be checked too"
+                    .into(),
+            );
+        }
         let cidrs = |name: &str, text: Option<String>| {
             text.map(|t| access::parse_cidrs(name, &t)).transpose()
         };
+        let trusted_proxies =
+            cidrs("WALDUR_TRUSTED_PROXIES", raw.trusted_proxies)?.unwrap_or_default();
+        if let Some(wide) = trusted_proxies.iter().find(|b| !narrow(b)) {
+            let (v4, v6) = NARROWEST_PROXY_PREFIX;
+            return Err(format!(
+                "WALDUR_TRUSTED_PROXIES: {wide} is too wide: every host in it could name any \
+                 client address; list the proxies themselves (no IPv4 block wider than /{v4}, \
+                 no IPv6 block wider than /{v6})"
+            ));
+        }
         let configure = events(
             "WALDUR_CONFIGURE_EVENTS",
             raw.configure_events.as_deref(),
@@ -111,14 +148,13 @@ impl Settings {
             .to_owned();
         if resource_type.is_empty() {
             return Err(
-                "WALDUR_RESOURCE_TYPE is empty: set it to the offering's name or type".into(),
+                "WALDUR_RESOURCE_TYPE is empty: set it to the offering's name or UUID".into(),
             );
         }
         Ok(Some(Self {
             token: raw.token,
             allowed: cidrs("WALDUR_ALLOWED_CIDRS", raw.allowed_cidrs)?,
-            trusted_proxies: cidrs("WALDUR_TRUSTED_PROXIES", raw.trusted_proxies)?
-                .unwrap_or_default(),
+            trusted_proxies,
             configure_events: configure,
             release_events: release,
             resource_type,
@@ -149,16 +185,116 @@ impl Settings {
         }
         if let Some(token) = &self.token {
             let unauthorized = |m: &str| Reply::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
-            let presented = req
-                .headers()
-                .get(TOKEN_HEADER)
-                .ok_or_else(|| unauthorized("missing token: send X-Webhook-Token"))?;
+            let from_url = query_token(req.uri()).map_err(|m| unauthorized(&m))?;
+            let from_header = req.headers().get(TOKEN_HEADER).map(|v| v.as_bytes());
+            let presented = from_url
+                .as_deref()
+                .map(str::as_bytes)
+                .or(from_header)
+                .ok_or_else(|| {
+                    unauthorized(
+                        "missing token: add ?token=<WALDUR_TOKEN> to the web hook's URL in Waldur",
+                    )
+                })?;
             let expected = token.expose_secret().trim().as_bytes();
-            if !access::same_secret(presented.as_bytes().trim_ascii(), expected) {
-                return Err(unauthorized("X-Webhook-Token does not match WALDUR_TOKEN"));
+            if !access::same_secret(presented.trim_ascii(), expected) {
+                return Err(unauthorized("the token does not match WALDUR_TOKEN"));
             }
         }
         Ok(())
+    }
+}
+
+/// Whether a trusted proxy block is a few hosts rather than a network.
+fn narrow(block: &IpNet) -> bool {
+    let (v4, v6) = NARROWEST_PROXY_PREFIX;
+    match block {
+        IpNet::V4(b) => b.prefix_len() >= v4,
+        IpNet::V6(b) => match b.network().to_ipv4_mapped() {
+            // `::ffff:a.b.c.d/n` is an IPv4 block of prefix n - 96.
+            Some(_) => b.prefix_len() >= 96 + v4,
+            None => b.prefix_len() >= v6,
+        },
+    }
+}
+
+/// The `token` parameter of the request's query, percent-decoded; an error when there are
+/// several or the query cannot be read.
+fn query_token(uri: &Uri) -> Result<Option<String>, String> {
+    let Some(query) = uri.query() else {
+        return Ok(None);
+    };
+    let mut found = None;
+    for pair in query.split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if name != TOKEN_PARAMETER {
+            continue;
+        }
+        if found.is_some() {
+            return Err("the URL has more than one token parameter".into());
+        }
+        found = Some(percent_decode(value).ok_or_else(|| {
+            "the URL's token parameter is not valid percent-encoded UTF-8".to_owned()
+        })?);
+    }
+    Ok(found)
+}
+
+/// `%XX` escapes decoded; `+` stays `+` (RFC 3986, not form encoding), so a Base64 token
+/// pasted into the URL as it is still matches.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The request's path and query for a log line, with the token's value replaced.
+pub fn redacted(uri: &Uri) -> String {
+    let Some(query) = uri.query() else {
+        return uri.path().to_owned();
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((TOKEN_PARAMETER, _)) => format!("{TOKEN_PARAMETER}=[redacted]"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{}?{}", uri.path(), query.join("&"))
+}
+
+/// The reply Waldur gets for an event it sent: its status word and message as they are, but
+/// always 2xx. Waldur drops the status and never sends an event again, so a 4xx or 5xx
+/// would only hide, in its logs, an event whose fate this service's own log and ledger hold
+/// (a failed call stays in the ledger and is retried as for the reservation system).
+pub fn acknowledged(reply: Reply) -> Reply {
+    if reply.code.is_success() {
+        return reply;
+    }
+    let code = reply.code;
+    tracing::warn!(
+        status = code.as_u16(),
+        result = reply.body.status,
+        message = %reply.body.message,
+        "Waldur event not handled as asked; answered 202, as Waldur ignores the status"
+    );
+    Reply {
+        code: StatusCode::ACCEPTED,
+        ..reply
     }
 }
 
@@ -174,6 +310,9 @@ fn events(name: &str, text: Option<&str>, default: &str) -> Result<Vec<&'static 
     if list.is_empty() {
         return Err(format!("{name} lists no event type"));
     }
+    if let Some((never, why)) = NEVER_LISTED.iter().find(|(t, _)| list.contains(t)) {
+        return Err(format!("{name}: remove {never}: {why}"));
+    }
     Ok(list)
 }
 
@@ -188,204 +327,6 @@ fn intern(name: &str) -> &'static str {
     let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
     names.insert(leaked);
     leaked
-}
-
-/// A parsed Waldur delivery.
-// Lives for one request and is moved once, like `payload::Delivery`.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq)]
-pub enum Delivery {
-    /// An order or resource event that configures or releases a booking.
-    Booking {
-        action: Action,
-        /// The Waldur event type, for the ledger's history.
-        event_type: &'static str,
-        reservation: Reservation,
-    },
-    /// Another event type: offered to the manager's hook, else ignored with `reason`.
-    Other { event_type: String, reason: String },
-    /// An event for an offering of another type: ignored with `reason`.
-    Ignored { event_type: String, reason: String },
-}
-
-/// Parses a Waldur body. A listed event must name its offering, a booking id and a user;
-/// other event types are not checked beyond `event_type`.
-pub fn parse(body: &[u8], s: &Settings) -> Result<Delivery, PayloadError> {
-    let map = crate::payload::object(body).map_err(|e| match e {
-        PayloadError::InvalidJson(e) => PayloadError::InvalidJson(format!(
-            "{e} (set the Waldur web hook's content type to JSON)"
-        )),
-        e => e,
-    })?;
-    let event_type = match map.get("event_type") {
-        Some(Value::String(t)) if !t.trim().is_empty() => t.as_str(),
-        None | Some(Value::Null) => return Err(PayloadError::MissingField("event_type")),
-        Some(other) => return Err(invalid("event_type", "a non-empty string", other)),
-    };
-    let listed = |list: &[&'static str], action| {
-        list.iter()
-            .find(|t| **t == event_type)
-            .map(|t| (action, *t))
-    };
-    let Some((action, static_type)) = listed(&s.configure_events, Action::Configure)
-        .or_else(|| listed(&s.release_events, Action::Release))
-    else {
-        return Ok(other(&map, event_type, s));
-    };
-    let context = match map.get("context") {
-        Some(Value::Object(context)) => context,
-        None | Some(Value::Null) => return Err(PayloadError::MissingField("context")),
-        Some(other) => return Err(invalid("context", "an object", other)),
-    };
-    let field = |key: &'static str| text(context, key);
-    let (offering_type, offering_name) = (field("offering_type")?, field("offering_name")?);
-    let Some(kind) = [offering_type, offering_name]
-        .into_iter()
-        .flatten()
-        .find(|t| same_name(t, &s.resource_type))
-    else {
-        if offering_type.or(offering_name).is_none() {
-            return Err(PayloadError::MissingField(
-                "context.offering_name (or context.offering_type): needed to tell whether the \
-                 order is for this webhook",
-            ));
-        }
-        return Ok(not_ours(event_type, offering_name.or(offering_type)));
-    };
-    // A completed order may be a termination; a cancelled one may have been an update or a
-    // termination, which leave the resource as it was.
-    let order_type = field("order_type")?;
-    let action = match (action, order_type) {
-        (_, None) => action,
-        (_, Some(t)) if t.eq_ignore_ascii_case("create") => action,
-        (Action::Configure, Some(t)) if t.eq_ignore_ascii_case("terminate") => Action::Release,
-        (_, Some(t)) => {
-            return Ok(Delivery::Other {
-                event_type: event_type.to_owned(),
-                reason: format!("{event_type} of an order of type {t:?} needs no action"),
-            });
-        }
-    };
-    let key =
-        field("resource_uuid")?
-            .or(field("order_uuid")?)
-            .ok_or(PayloadError::MissingField(
-                "context.resource_uuid (or context.order_uuid)",
-            ))?;
-    let user_email = field("user_email")?;
-    let user = field("user_uuid")?
-        .or(user_email)
-        .ok_or(PayloadError::MissingField(
-            "context.user_uuid (or context.user_email)",
-        ))?;
-    let created = match map.get("created") {
-        None | Some(Value::Null) => Utc::now(),
-        Some(value) => serde_json::from_value::<DateTime<Utc>>(value.clone())
-            .map_err(|_| invalid("created", "an RFC 3339 date and time", value))?,
-    };
-    let resource_name = field("resource_name")?;
-    let reservation = Reservation {
-        event_id: format!("{BOOKING_PREFIX}{key}"),
-        user: User {
-            id: user.to_owned(),
-            username: field("user_username")?.map(str::to_owned),
-            email: user_email.map(str::to_owned),
-            ssh_public_key: None,
-        },
-        resource: Resource {
-            id: resource_number(key),
-            name: resource_name.or(offering_name).unwrap_or(kind).to_owned(),
-            kind: kind.to_owned(),
-            specs: None,
-            location: None,
-        },
-        site: None,
-        title: field("order_name")?.or(resource_name).map(str::to_owned),
-        description: map
-            .get("message")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
-        start: created,
-        end: open_end(),
-        parameters: Parameters::parse(Some(&Value::Object(context.clone())))
-            .map_err(PayloadError::InvalidParameters)?,
-    };
-    Ok(Delivery::Booking {
-        action,
-        event_type: static_type,
-        reservation,
-    })
-}
-
-/// An event type outside the lists: for the hook, unless it names an offering of another type.
-fn other(map: &Map<String, Value>, event_type: &str, s: &Settings) -> Delivery {
-    let named = |key| map.get("context")?.get(key)?.as_str();
-    let (offering_type, offering_name) = (named("offering_type"), named("offering_name"));
-    let ours = [offering_type, offering_name]
-        .into_iter()
-        .flatten()
-        .any(|t| same_name(t, &s.resource_type));
-    if !ours && offering_type.or(offering_name).is_some() {
-        return not_ours(event_type, offering_name.or(offering_type));
-    }
-    Delivery::Other {
-        event_type: event_type.to_owned(),
-        reason: format!("Waldur event type {event_type:?} is not handled by this webhook"),
-    }
-}
-
-fn not_ours(event_type: &str, offering: Option<&str>) -> Delivery {
-    Delivery::Ignored {
-        event_type: event_type.to_owned(),
-        reason: format!(
-            "offering {:?} is not handled by this webhook",
-            offering.unwrap_or_default()
-        ),
-    }
-}
-
-/// A context field that must be text when present; empty text counts as absent.
-fn text<'a>(
-    context: &'a Map<String, Value>,
-    key: &'static str,
-) -> Result<Option<&'a str>, PayloadError> {
-    match context.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(t)) => Ok(Some(t.trim()).filter(|t| !t.is_empty())),
-        Some(other) => Err(PayloadError::InvalidField {
-            path: format!("context.{key}"),
-            problem: format!(
-                "expected a string, got {}",
-                crate::payload::json_kind(other)
-            ),
-        }),
-    }
-}
-
-fn invalid(path: &str, expected: &str, got: &Value) -> PayloadError {
-    PayloadError::InvalidField {
-        path: path.to_owned(),
-        problem: format!(
-            "expected {expected}, got {}",
-            crate::payload::json_kind(got)
-        ),
-    }
-}
-
-/// Waldur bookings have no end: releases come with terminations. The sweeper never sees
-/// this end pass.
-pub fn open_end() -> DateTime<Utc> {
-    DateTime::from_timestamp(253_402_300_799, 0).expect("9999-12-31T23:59:59Z is a valid time")
-}
-
-/// Waldur names resources by UUID; the ledger keys resources by number. Each booking gets a
-/// stable positive number of its own (FNV-1a of its key), so Waldur bookings never wait for
-/// each other's calls.
-pub fn resource_number(key: &str) -> i64 {
-    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    (hash & i64::MAX as u64).max(1) as i64
 }
 
 #[cfg(test)]
@@ -415,8 +356,17 @@ mod tests {
             ..RawSettings::default()
         };
         let s = settings(on()).unwrap().unwrap();
-        assert_eq!(s.configure_events, ["marketplace_order_completed"]);
-        assert_eq!(s.release_events.len(), 2);
+        assert_eq!(
+            s.configure_events,
+            [
+                "marketplace_resource_create_succeeded",
+                "marketplace_order_completed"
+            ]
+        );
+        assert_eq!(
+            s.release_events,
+            ["marketplace_resource_terminate_succeeded"]
+        );
         assert_eq!(s.resource_type, "Switch Port");
         let err = settings(RawSettings {
             configure_events: Some("a, b".into()),
@@ -425,6 +375,49 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.starts_with("WALDUR_RELEASE_EVENTS: b"), "{err}");
+    }
+
+    #[test]
+    fn proxy_blocks_are_narrow_only_up_to_a_24_or_a_64() {
+        let block = |t: &str| t.parse::<IpNet>().unwrap();
+        assert!(narrow(&block("192.0.2.0/24")));
+        assert!(narrow(&block("192.0.2.7/32")));
+        assert!(!narrow(&block("10.0.0.0/8")));
+        assert!(narrow(&block("2001:db8:1:2::/64")));
+        assert!(!narrow(&block("2001:db8::/48")));
+        assert!(!narrow(&block("::ffff:10.0.0.0/104")));
+        assert!(narrow(&block("::ffff:10.0.0.1/128")));
+    }
+
+    #[test]
+    fn the_token_is_read_from_the_query_and_redacted_from_logged_urls() {
+        let uri = |t: &str| t.parse::<Uri>().unwrap();
+        assert_eq!(
+            query_token(&uri("/waldur?a=1&token=s%2Fx%20y+z=")),
+            Ok(Some("s/x y+z=".into()))
+        );
+        assert_eq!(query_token(&uri("/waldur?tokens=1")), Ok(None));
+        assert!(query_token(&uri("/waldur?token=a&token=b")).is_err());
+        assert!(query_token(&uri("/waldur?token=%zz")).is_err());
+        let shown = redacted(&uri("/waldur?a=1&token=hunter2&b=2"));
+        assert_eq!(shown, "/waldur?a=1&token=[redacted]&b=2");
+        assert_eq!(redacted(&uri("/waldur")), "/waldur");
+    }
+
+    #[test]
+    fn failures_are_acknowledged_with_their_status_word() {
+        let failed = Reply::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "failed",
+            "configure failed",
+        );
+        let reply = acknowledged(failed);
+        assert_eq!(
+            (reply.code, reply.body.status),
+            (StatusCode::ACCEPTED, "failed")
+        );
+        let ok = acknowledged(Reply::ok("configured", "done"));
+        assert_eq!(ok.code, StatusCode::OK);
     }
 
     #[test]
@@ -455,12 +448,5 @@ mod tests {
             ("WALDUR_ALLOWED_CIDRS", "192.0.2.0/24"),
         ]);
         assert!(c.unwrap().waldur.unwrap().token.is_none());
-    }
-
-    #[test]
-    fn resource_numbers_are_stable_positive_and_distinct() {
-        assert_eq!(resource_number("4f7a9c"), resource_number("4f7a9c"));
-        assert_ne!(resource_number("4f7a9c"), resource_number("4f7a9d"));
-        assert!(resource_number("") > 0);
     }
 }

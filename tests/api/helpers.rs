@@ -137,9 +137,11 @@ impl TestApp {
         self.post_to("/webhook", body, headers).await
     }
 
-    /// Posts `body` to `POST /waldur` with the given headers, as Waldur (or its proxy) does.
-    pub async fn post_waldur(&self, body: &[u8], headers: &[(&str, &str)]) -> reqwest::Response {
-        self.post_to("/waldur", body, headers).await
+    /// Posts `body` to `POST /waldur` as Waldur does: JSON, `token` in the hook's URL, no
+    /// other header.
+    pub async fn post_waldur(&self, body: &[u8], token: &str) -> reqwest::Response {
+        self.post_to(&format!("/waldur?token={token}"), body, &[])
+            .await
     }
 
     /// Posts `body` to `path` with the given headers (plus the JSON content type).

@@ -214,15 +214,19 @@ async fn a_hook_slower_than_the_budget_is_answered_202_and_still_finishes() {
 
 #[tokio::test]
 async fn waldur_events_outside_the_lists_reach_the_hook_with_their_source() {
-    // Arrange
+    // Arrange: Waldur's completed order, as the approval event of the same order.
     let manager = RecordingManager::new();
     let app = spawn_app_with(&[("WALDUR_TOKEN", "waldur-token")], manager.clone()).await;
-    let body = fixture("waldur_order_created.json");
+    let body = String::from_utf8(fixture("waldur_order_completed.json"))
+        .unwrap()
+        .replace(
+            "\"event_type\": \"marketplace_order_completed\"",
+            "\"event_type\": \"marketplace_order_approved\"",
+        )
+        .into_bytes();
 
     // Act
-    let response = app
-        .post_waldur(&body, &[("x-webhook-token", "waldur-token")])
-        .await;
+    let response = app.post_waldur(&body, "waldur-token").await;
 
     // Assert
     assert_eq!(json(response).await["status"], "ignored");
@@ -230,7 +234,7 @@ async fn waldur_events_outside_the_lists_reach_the_hook_with_their_source() {
         manager.events(),
         [SeenEvent {
             source: Source::Waldur,
-            event_type: "marketplace_order_created".into(),
+            event_type: "marketplace_order_approved".into(),
             body,
             ours: Some(true),
         }]

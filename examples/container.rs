@@ -11,6 +11,42 @@
 //! finds the container it made before instead of making a second one, and END finds it
 //! after a restart of this service.
 //!
+//! # Who it guards against
+//! The user holds a shell in the container and chooses its custom parameters, so the
+//! container is confined as far as the image allows:
+//! - **Capabilities**: all are dropped, then `CONTAINER_CAPABILITIES` are given back. The
+//!   image this is made for runs OpenSSH's `sshd` as root and writes `SSH_PUBLIC_KEY` into
+//!   the user's `authorized_keys` before it starts; that needs `NET_BIND_SERVICE` (listen
+//!   on port 22), `SETUID` and `SETGID` (become the user, and the privilege-separation
+//!   user), `SYS_CHROOT` (privilege separation chroots into an empty directory), `CHOWN`
+//!   (give the user their terminal and their `authorized_keys`), `KILL` (the root monitor
+//!   signals processes running as the user) and `AUDIT_WRITE` (login records). An image
+//!   that needs none sets `CONTAINER_CAPABILITIES=none`.
+//! - **No new privileges**: setuid programs (`sudo`, `su`, `ping` on some images) do not
+//!   raise privileges inside the container.
+//! - **Processes**: at most `CONTAINER_PIDS_LIMIT`, so a fork bomb stops there instead of
+//!   exhausting the host.
+//! - **Network**: by default each booking gets a bridge network of its own
+//!   (`booking-103`, labelled like the container), made when it starts and removed when it
+//!   ends, and `internal` (no route beyond it) unless `CONTAINER_NETWORK_INTERNAL=false`.
+//!   One booking's container cannot reach another's. The host itself is still reachable
+//!   at the network's gateway address where the engine gives the bridge one (dockerd
+//!   does): bind the host's services to addresses other than those bridges, or firewall
+//!   them. dockerd keeps networks apart with its iptables rules, so do not run it with
+//!   `--iptables=false` on a host that forwards packets. `CONTAINER_NETWORK=host` and
+//!   `container:...` (and Podman's `ns:...`) would give the user the host's or another
+//!   container's network and are refused at start-up.
+//! - **Disk**: the writable layer is limited to `CONTAINER_DISK_LIMIT` (`storage_opt
+//!   size=`) where the engine's storage driver can: overlay on XFS mounted with `pquota`,
+//!   btrfs, zfs, devicemapper. Elsewhere (overlay on ext4, the usual case) the engine
+//!   refuses the option: the container is then made without it, and the service logs once
+//!   a warning naming the storage driver; bookings do not fail. Volumes the image declares
+//!   are not limited either way.
+//! - **Engine**: a `DOCKER_HOST` over TCP must be loopback or use TLS
+//!   (`DOCKER_TLS_VERIFY`), else the service refuses to start, since whoever reaches the
+//!   engine's port controls the host. The engine's own error text is logged, never shown to
+//!   the user.
+//!
 //! # Custom parameters (all optional)
 //! | name | example | meaning |
 //! |---|---|---|
@@ -21,12 +57,18 @@
 //! # Settings
 //! | variable | default | meaning |
 //! |---|---|---|
-//! | `DOCKER_HOST` | the local Docker socket | the engine, `unix:///path/to.sock` or `tcp://host:port` |
+//! | `DOCKER_HOST` | the local Docker socket | the engine, `unix:///path/to.sock` or `tcp://host:port` (TCP: loopback, or with `DOCKER_TLS_VERIFY`) |
+//! | `DOCKER_TLS_VERIFY` | unset | any value: speak TLS to a `tcp://` engine, verifying it and presenting a client certificate, as the `docker` command does |
+//! | `DOCKER_CERT_PATH` | `~/.docker` | where `ca.pem`, `cert.pem` and `key.pem` are, with `DOCKER_TLS_VERIFY` |
 //! | `CONTAINER_IMAGES` | required | the images users may choose, comma-separated; they must be on the engine already (none is pulled) |
 //! | `CONTAINER_DEFAULT_IMAGE` | the first of `CONTAINER_IMAGES` | the image when the booking names none |
 //! | `CONTAINER_MAX_MEMORY` | `512m` | largest memory limit a user may ask for |
 //! | `CONTAINER_MAX_CPUS` | `1` | largest CPU limit a user may ask for |
-//! | `CONTAINER_NETWORK` | the engine's default | network mode, e.g. `bridge`, `none` or a network's name |
+//! | `CONTAINER_NETWORK` | `booking` | `booking`: a network of its own for each booking; `none`: no network; else the name of a network all bookings share (they can reach each other on it); `host` and `container:...` are refused |
+//! | `CONTAINER_NETWORK_INTERNAL` | `true` | whether a booking's own network has no route beyond it |
+//! | `CONTAINER_CAPABILITIES` | `CHOWN,SETUID,SETGID,SYS_CHROOT,NET_BIND_SERVICE,KILL,AUDIT_WRITE` | the capabilities given back after all are dropped, comma-separated, or `none` |
+//! | `CONTAINER_PIDS_LIMIT` | `256` | most processes (and threads) a container may have at once |
+//! | `CONTAINER_DISK_LIMIT` | `10g` | largest writable layer, where the storage driver can limit it (see above); `none` asks for no limit |
 //! | `CONTAINER_STOP_TIMEOUT` | `5s` | how long a container may take to stop before it is killed |
 //!
 //! # What the user receives
@@ -37,14 +79,19 @@
 //! Run it with `cargo run --example container --features docker`.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
 use async_trait::async_trait;
 use bollard::Docker;
 use bollard::errors::Error as EngineError;
-use bollard::models::{ContainerCreateBody, ContainerInspectResponse, HostConfig};
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, HostConfig, NetworkCreateRequest,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
@@ -60,6 +107,61 @@ pub const BOOKING_LABEL: &str = "reservation-webhook.booking";
 pub const USER_LABEL: &str = "reservation-webhook.user";
 /// The variable carrying the user's SSH public key into the container.
 pub const SSH_KEY_VARIABLE: &str = "SSH_PUBLIC_KEY";
+/// The capabilities given back by default: what an image running `sshd` needs (see the
+/// module's documentation for why each).
+pub const DEFAULT_CAPABILITIES: [&str; 7] = [
+    "CHOWN",
+    "SETUID",
+    "SETGID",
+    "SYS_CHROOT",
+    "NET_BIND_SERVICE",
+    "KILL",
+    "AUDIT_WRITE",
+];
+/// Linux's capabilities, each at the index of its bit.
+pub const CAPABILITIES: [&str; 41] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
 
 const MIB: i64 = 1 << 20;
 const GIB: i64 = 1 << 30;
@@ -67,18 +169,31 @@ const GIB: i64 = 1 << 30;
 const MIN_MEMORY: i64 = 6 * MIB;
 /// The smallest CPU limit Docker accepts (0.01 CPU), in billionths of a CPU.
 const MIN_NANO_CPUS: i64 = 10_000_000;
+/// How long a call to an engine over TLS may take, in seconds (bollard's default).
+const TLS_TIMEOUT: u64 = 120;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     webhook::cli::run(Container::from_env()).await
 }
 
+/// Which network a booking's container joins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Network {
+    /// One of its own, made for the booking and removed with it; `internal` has no route
+    /// beyond it.
+    PerBooking { internal: bool },
+    /// An engine's network mode: `none`, or a network all bookings share.
+    Mode(String),
+}
+
 /// What the manager needs to know, read once at start-up.
 #[derive(Debug, Clone)]
 pub struct ContainerSettings {
-    /// The engine's address; `None` takes bollard's default (`DOCKER_HOST`, else the
-    /// local socket).
+    /// The engine's address; `None` takes the local socket.
     pub docker_host: Option<String>,
+    /// With TLS to a `tcp://` engine: the directory of `ca.pem`, `cert.pem`, `key.pem`.
+    pub tls_cert_path: Option<PathBuf>,
     /// The images users may choose.
     pub images: Vec<String>,
     /// The image when the booking names none; one of `images`.
@@ -87,8 +202,14 @@ pub struct ContainerSettings {
     pub max_memory: i64,
     /// Largest CPU limit, in CPUs; also the default.
     pub max_cpus: f64,
-    /// The network mode; `None` leaves the engine's default.
-    pub network: Option<String>,
+    /// The network each container joins.
+    pub network: Network,
+    /// The capabilities given back after all are dropped, such as `CHOWN`.
+    pub capabilities: Vec<String>,
+    /// Most processes a container may have at once.
+    pub pids_limit: i64,
+    /// Largest writable layer, in bytes, where the storage driver can limit it.
+    pub disk_limit: Option<i64>,
     /// How long a container may take to stop before it is killed.
     pub stop_timeout: Duration,
 }
@@ -97,11 +218,18 @@ pub struct ContainerSettings {
 #[derive(Deserialize)]
 struct RawSettings {
     docker_host: Option<String>,
+    docker_tls_verify: Option<String>,
+    docker_cert_path: Option<String>,
+    home: Option<String>,
     container_images: Option<String>,
     container_default_image: Option<String>,
     container_max_memory: Option<String>,
     container_max_cpus: Option<String>,
     container_network: Option<String>,
+    container_network_internal: Option<String>,
+    container_capabilities: Option<String>,
+    container_pids_limit: Option<String>,
+    container_disk_limit: Option<String>,
     container_stop_timeout: Option<String>,
 }
 
@@ -109,15 +237,7 @@ impl ContainerSettings {
     /// Reads the settings from `(name, value)` pairs; an error names the variable.
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Self> {
         let raw: RawSettings = webhook::config::settings_from_vars(vars)?;
-        let images: Vec<String> = raw
-            .container_images
-            .as_deref()
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|i| !i.is_empty())
-            .map(String::from)
-            .collect();
+        let images: Vec<String> = list(raw.container_images.as_deref().unwrap_or_default());
         ensure!(
             !images.is_empty(),
             "CONTAINER_IMAGES is not set: list the images users may choose, comma-separated"
@@ -144,22 +264,162 @@ impl ContainerSettings {
                     format!("CONTAINER_MAX_CPUS: {text:?} is not a number from 0.01, such as 2")
                 })?,
         };
+        let internal = match raw.container_network_internal.as_deref().map(str::trim) {
+            None | Some("true") => true,
+            Some("false") => false,
+            Some(text) => bail!("CONTAINER_NETWORK_INTERNAL: {text:?} is not true or false"),
+        };
+        let network = match raw.container_network.as_deref().map(str::trim) {
+            None | Some("") | Some("booking") => Network::PerBooking { internal },
+            Some(mode) => Network::Mode(mode.to_owned()),
+        };
+        let capabilities = match raw.container_capabilities.as_deref().map(str::trim) {
+            None => DEFAULT_CAPABILITIES.map(String::from).to_vec(),
+            Some("none") => Vec::new(),
+            Some(text) => list(text),
+        };
+        let pids_limit = match raw.container_pids_limit.as_deref() {
+            None => 256,
+            Some(text) => text
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 1)
+                .with_context(|| {
+                    format!("CONTAINER_PIDS_LIMIT: {text:?} is not a whole number from 1")
+                })?,
+        };
+        let disk_limit = match raw.container_disk_limit.as_deref().map(str::trim) {
+            None => Some(10 * GIB),
+            Some("none") => None,
+            Some(text) => Some(parse_memory(text).filter(|d| *d >= MIB).with_context(|| {
+                format!(
+                    "CONTAINER_DISK_LIMIT: {text:?} is not a size from 1m, such as 10g, nor none"
+                )
+            })?),
+        };
         let stop_timeout = match raw.container_stop_timeout.as_deref() {
             None => Duration::from_secs(5),
             Some(text) => humantime::parse_duration(text).with_context(|| {
                 format!("CONTAINER_STOP_TIMEOUT: {text:?} is not a duration such as 5s")
             })?,
         };
-        Ok(Self {
-            docker_host: raw.docker_host,
+        // As the `docker` command reads them: any value turns TLS on.
+        let tls_cert_path = raw.docker_tls_verify.filter(|v| !v.is_empty()).map(|_| {
+            match (raw.docker_cert_path, raw.home) {
+                (Some(path), _) if !path.is_empty() => PathBuf::from(path),
+                (_, Some(home)) => PathBuf::from(home).join(".docker"),
+                _ => PathBuf::from(".docker"),
+            }
+        });
+        let settings = Self {
+            docker_host: raw.docker_host.filter(|h| !h.is_empty()),
+            tls_cert_path,
             images,
             default_image,
             max_memory,
             max_cpus,
-            network: raw.container_network,
+            network,
+            capabilities,
+            pids_limit,
+            disk_limit,
             stop_timeout,
-        })
+        };
+        settings.check()?;
+        Ok(settings)
     }
+
+    /// Refuses what would hand the user the host: its network, another container's,
+    /// an engine anyone on the path can drive, an unknown capability.
+    fn check(&self) -> anyhow::Result<()> {
+        if let Some(host) = &self.docker_host {
+            check_docker_host(host, self.tls_cert_path.is_some())?;
+        }
+        if let Some(dir) = &self.tls_cert_path {
+            for file in ["ca.pem", "cert.pem", "key.pem"] {
+                ensure!(
+                    dir.join(file).is_file(),
+                    "DOCKER_CERT_PATH: {} has no {file} (DOCKER_TLS_VERIFY is set)",
+                    dir.display()
+                );
+            }
+        }
+        if let Network::Mode(mode) = &self.network {
+            let shares = |prefix: &str| {
+                mode.eq_ignore_ascii_case(prefix) || mode.starts_with(&format!("{prefix}:"))
+            };
+            ensure!(
+                !(shares("host") || shares("container") || shares("ns")),
+                "CONTAINER_NETWORK: {mode:?} would give users the network of the host or of \
+                 another container; use booking (a network of its own for each booking), none, \
+                 or the name of a network"
+            );
+            ensure!(!mode.is_empty(), "CONTAINER_NETWORK is empty");
+        }
+        for capability in &self.capabilities {
+            ensure!(
+                CAPABILITIES.contains(&capability_name(capability)),
+                "CONTAINER_CAPABILITIES: {capability:?} is not a Linux capability such as CHOWN"
+            );
+        }
+        ensure!(
+            self.pids_limit >= 1,
+            "CONTAINER_PIDS_LIMIT: {} is not a whole number from 1",
+            self.pids_limit
+        );
+        ensure!(
+            !self.images.is_empty() && self.images.contains(&self.default_image),
+            "the default image must be one of the offered images"
+        );
+        Ok(())
+    }
+}
+
+/// A capability's name without the `CAP_` some write before it, in capitals.
+fn capability_name(text: &str) -> &str {
+    let text = text.trim();
+    text.strip_prefix("CAP_").unwrap_or(text)
+}
+
+/// Comma-separated values, trimmed, without empty ones.
+fn list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|i| !i.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// A `DOCKER_HOST` this service may use: a Unix socket, or TCP to this machine's
+/// loopback or with TLS.
+fn check_docker_host(host: &str, tls: bool) -> anyhow::Result<()> {
+    if host.strip_prefix("unix://").is_some_and(|p| !p.is_empty()) {
+        return Ok(());
+    }
+    let Some(address) = ["tcp://", "http://", "https://"]
+        .iter()
+        .find_map(|scheme| host.strip_prefix(scheme))
+        .filter(|a| !a.is_empty())
+    else {
+        bail!("DOCKER_HOST: {host:?} is not unix:///path/to.sock or tcp://host:port");
+    };
+    let authority = address.split('/').next().unwrap_or_default();
+    let name = match authority.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(name, _)| name),
+    };
+    let loopback = name.eq_ignore_ascii_case("localhost")
+        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    ensure!(
+        tls || (loopback && !host.starts_with("https://")),
+        "DOCKER_HOST: {host:?} is TCP without TLS to another machine, and whoever can reach \
+         that port controls the engine and its host; set DOCKER_TLS_VERIFY=1 and \
+         DOCKER_CERT_PATH (ca.pem, cert.pem, key.pem), or reach the engine through a Unix \
+         socket"
+    );
+    Ok(())
 }
 
 /// A memory size: bytes, or a whole number with `k`, `m` or `g` (powers of 1024, as
@@ -217,6 +477,8 @@ pub struct Container {
     /// The engine client, made on first use with the API version agreed with the
     /// engine, so the service starts (and `/readyz` says why not) while it is down.
     docker: OnceCell<Docker>,
+    /// Set once the engine refused a disk limit: its storage driver cannot enforce one.
+    no_disk_limit: AtomicBool,
 }
 
 impl Container {
@@ -225,21 +487,14 @@ impl Container {
         Self::new(ContainerSettings::from_vars(std::env::vars())?)
     }
 
-    /// Builds the manager from settings; does not contact the engine yet.
+    /// Builds the manager from settings, refusing unsafe ones; does not contact the
+    /// engine yet.
     pub fn new(settings: ContainerSettings) -> anyhow::Result<Self> {
-        if let Some(host) = &settings.docker_host {
-            let schemes = ["unix://", "tcp://", "http://"];
-            ensure!(
-                schemes.iter().any(|s| host.starts_with(s)),
-                "DOCKER_HOST: {host:?} is not unix:///path/to.sock or tcp://host:port"
-            );
-        }
-        if settings.images.is_empty() || !settings.images.contains(&settings.default_image) {
-            bail!("the default image must be one of the offered images");
-        }
+        settings.check()?;
         Ok(Self {
             settings,
             docker: OnceCell::new(),
+            no_disk_limit: AtomicBool::new(false),
         })
     }
 
@@ -248,9 +503,19 @@ impl Container {
     async fn engine(&self) -> Result<&Docker, ManagerError> {
         self.docker
             .get_or_try_init(|| async {
-                let docker = match &self.settings.docker_host {
-                    Some(host) => Docker::connect_with_host(host)?,
-                    None => Docker::connect_with_defaults()?,
+                let docker = match (&self.settings.docker_host, &self.settings.tls_cert_path) {
+                    (Some(host), Some(dir)) if !host.starts_with("unix://") => {
+                        Docker::connect_with_ssl(
+                            host,
+                            &dir.join("key.pem"),
+                            &dir.join("cert.pem"),
+                            &dir.join("ca.pem"),
+                            TLS_TIMEOUT,
+                            bollard::API_DEFAULT_VERSION,
+                        )?
+                    }
+                    (Some(host), _) => Docker::connect_with_host(host)?,
+                    (None, _) => Docker::connect_with_local_defaults()?,
                 };
                 docker.negotiate_version().await
             })
@@ -326,39 +591,160 @@ impl Container {
         }
     }
 
-    /// Creates the booking's container (not started).
+    /// Whether the booking's own network exists; an error if the name is taken by a
+    /// network that is not this booking's.
+    async fn find_network(&self, name: &str, booking: &str) -> Result<bool, ManagerError> {
+        match self.engine().await?.inspect_network(name, None).await {
+            Ok(found) => {
+                let labels = found.labels.as_ref();
+                if labels
+                    .and_then(|l| l.get(BOOKING_LABEL))
+                    .map(String::as_str)
+                    != Some(booking)
+                {
+                    return Err(ManagerError::permanent(format!(
+                        "a network named {name} exists that is not this booking's; \
+                         an operator must remove it"
+                    )));
+                }
+                Ok(true)
+            }
+            Err(e) if status(&e) == Some(404) => Ok(false),
+            Err(e) => Err(engine_error("find the booking's network", e)),
+        }
+    }
+
+    /// Makes the booking's own network unless it exists; its network mode for the
+    /// container either way.
+    async fn network(&self, name: &str, reservation: &Reservation) -> Result<String, ManagerError> {
+        let internal = match &self.settings.network {
+            Network::Mode(mode) => return Ok(mode.clone()),
+            Network::PerBooking { internal } => *internal,
+        };
+        let booking = &reservation.event_id;
+        if self.find_network(name, booking).await? {
+            return Ok(name.to_owned());
+        }
+        let request = NetworkCreateRequest {
+            name: name.to_owned(),
+            driver: Some("bridge".into()),
+            internal: Some(internal),
+            labels: Some(labels(reservation)),
+            ..Default::default()
+        };
+        match self.engine().await?.create_network(request).await {
+            Ok(_) => Ok(name.to_owned()),
+            // Made meanwhile (dockerd answers 409, Podman 500): it is there, which counts.
+            Err(e) => match self.find_network(name, booking).await? {
+                true => Ok(name.to_owned()),
+                false => Err(engine_error("create the booking's network", e)),
+            },
+        }
+    }
+
+    /// Removes the booking's own network if it has one; gone already is fine.
+    async fn remove_network(&self, name: &str, booking: &str) -> Result<(), ManagerError> {
+        if !matches!(self.settings.network, Network::PerBooking { .. })
+            || !self.find_network(name, booking).await?
+        {
+            return Ok(());
+        }
+        match self.engine().await?.remove_network(name).await {
+            Err(e) if status(&e) != Some(404) => {
+                Err(engine_error("remove the booking's network", e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Creates the booking's container (not started), with a disk limit unless the
+    /// engine has shown it cannot enforce one.
     async fn create(
         &self,
         engine: &Docker,
         name: &str,
+        network: &str,
         reservation: &Reservation,
         request: &Request,
     ) -> Result<(), EngineError> {
-        let labels = HashMap::from([
-            (BOOKING_LABEL.to_owned(), reservation.event_id.clone()),
-            (USER_LABEL.to_owned(), reservation.user.id.clone()),
-        ]);
+        let disk = self
+            .settings
+            .disk_limit
+            .filter(|_| !self.no_disk_limit.load(Ordering::Relaxed));
+        let body = self.body(name, network, reservation, request, disk);
+        let options = CreateContainerOptionsBuilder::new().name(name).build();
+        match engine.create_container(Some(options.clone()), body).await {
+            Err(e) if disk.is_some() && refuses_disk_limit(&e) => {
+                if !self.no_disk_limit.swap(true, Ordering::Relaxed) {
+                    let driver = storage_driver(engine).await;
+                    tracing::warn!(
+                        error = %e,
+                        "the engine's storage driver ({driver}) cannot limit a container's \
+                         writable layer: containers are made without CONTAINER_DISK_LIMIT"
+                    );
+                }
+                let body = self.body(name, network, reservation, request, None);
+                engine.create_container(Some(options), body).await.map(drop)
+            }
+            created => created.map(drop),
+        }
+    }
+
+    /// What the container is made of: the request, confined (see the module's
+    /// documentation).
+    fn body(
+        &self,
+        name: &str,
+        network: &str,
+        reservation: &Reservation,
+        request: &Request,
+        disk: Option<i64>,
+    ) -> ContainerCreateBody {
         let env = request
             .ssh_key
             .as_ref()
             .map(|key| vec![format!("{SSH_KEY_VARIABLE}={key}")]);
-        let body = ContainerCreateBody {
+        let capabilities = self
+            .settings
+            .capabilities
+            .iter()
+            .map(|c| format!("CAP_{}", capability_name(c)))
+            .collect();
+        ContainerCreateBody {
             image: Some(request.image.clone()),
             hostname: Some(name.chars().take(63).collect()),
-            labels: Some(labels),
+            labels: Some(labels(reservation)),
             env,
             host_config: Some(HostConfig {
                 memory: Some(request.memory),
                 // No swap beyond the memory limit, so the limit means what it says.
                 memory_swap: Some(request.memory),
                 nano_cpus: Some(request.nano_cpus),
-                network_mode: self.settings.network.clone(),
+                network_mode: Some(network.to_owned()),
+                cap_drop: Some(vec!["ALL".into()]),
+                cap_add: Some(capabilities),
+                security_opt: Some(vec!["no-new-privileges".into()]),
+                pids_limit: Some(self.settings.pids_limit),
+                storage_opt: disk.map(|d| HashMap::from([("size".to_owned(), d.to_string())])),
                 ..Default::default()
             }),
             ..Default::default()
-        };
-        let options = CreateContainerOptionsBuilder::new().name(name).build();
-        engine.create_container(Some(options), body).await.map(drop)
+        }
+    }
+
+    /// An engine's refusal to create the container, in words for the user: an image
+    /// missing from the engine is named, as it is the operator's to fix.
+    async fn create_error(&self, engine: &Docker, image: &str, e: EngineError) -> ManagerError {
+        if status(&e) == Some(404)
+            && let Err(missing) = engine.inspect_image(image).await
+            && status(&missing) == Some(404)
+        {
+            return ManagerError::permanent(format!(
+                "the image {image} is not on the container engine; an operator must load it"
+            ))
+            .with_source(e);
+        }
+        engine_error("create the container", e)
     }
 }
 
@@ -372,15 +758,21 @@ impl ResourceManager for Container {
         let engine = self.engine().await?;
         let running = match self.find(&name, booking).await? {
             Some(container) => is_running(&container),
-            None => match self.create(engine, &name, reservation, &request).await {
-                Ok(()) => false,
-                // A concurrent configure may have made it first (dockerd answers 409,
-                // Podman 500): what counts is whether the booking's container exists now.
-                Err(e) => match self.find(&name, booking).await? {
-                    Some(container) => is_running(&container),
-                    None => return Err(engine_error("create the container", e)),
-                },
-            },
+            None => {
+                let network = self.network(&name, reservation).await?;
+                match self
+                    .create(engine, &name, &network, reservation, &request)
+                    .await
+                {
+                    Ok(()) => false,
+                    // A concurrent configure may have made it first (dockerd answers 409,
+                    // Podman 500): what counts is whether the booking's container exists now.
+                    Err(e) => match self.find(&name, booking).await? {
+                        Some(container) => is_running(&container),
+                        None => return Err(self.create_error(engine, &request.image, e).await),
+                    },
+                }
+            }
         };
         if !running {
             engine
@@ -397,7 +789,10 @@ impl ResourceManager for Container {
     #[tracing::instrument(skip_all, fields(booking = %reservation.event_id))]
     async fn release(&self, reservation: &Reservation) -> Result<Outcome, ManagerError> {
         let name = container_name(&reservation.event_id);
-        let Some(container) = self.find(&name, &reservation.event_id).await? else {
+        let booking = &reservation.event_id;
+        let Some(container) = self.find(&name, booking).await? else {
+            // A configure cut short may have made the network only.
+            self.remove_network(&name, booking).await?;
             return Ok(Outcome::new(format!("Your container {name} is gone.")));
         };
         // By id from here on: the name could be reused as soon as it is removed.
@@ -414,11 +809,15 @@ impl ResourceManager for Container {
             .force(true)
             .build();
         match engine.remove_container(&id, Some(remove)).await {
-            Err(e) if status(&e) != Some(404) => Err(engine_error("remove the container", e)),
-            _ => Ok(Outcome::new(format!(
-                "Your container {name} has been removed."
-            ))),
+            Err(e) if status(&e) != Some(404) => {
+                return Err(engine_error("remove the container", e));
+            }
+            _ => {}
         }
+        self.remove_network(&name, booking).await?;
+        Ok(Outcome::new(format!(
+            "Your container {name} has been removed."
+        )))
     }
 
     async fn ready(&self) -> Result<(), ManagerError> {
@@ -428,6 +827,44 @@ impl ResourceManager for Container {
             .await
             .map(drop)
             .map_err(|e| engine_error("answer", e))
+    }
+}
+
+/// The labels of a booking's container and network.
+fn labels(reservation: &Reservation) -> HashMap<String, String> {
+    HashMap::from([
+        (BOOKING_LABEL.to_owned(), reservation.event_id.clone()),
+        (USER_LABEL.to_owned(), reservation.user.id.clone()),
+    ])
+}
+
+/// Whether the engine refused a container for its disk limit (`storage_opt size`),
+/// which its storage driver cannot enforce; dockerd and Podman say so in these words.
+fn refuses_disk_limit(e: &EngineError) -> bool {
+    let EngineError::DockerResponseServerError { message, .. } = e else {
+        return false;
+    };
+    let message = message.to_ascii_lowercase();
+    ["storage-opt", "storage opt", "storageopt", "quota"]
+        .iter()
+        .any(|words| message.contains(words))
+}
+
+/// The engine's storage driver and what it is on, for the log.
+async fn storage_driver(engine: &Docker) -> String {
+    let Ok(info) = engine.info().await else {
+        return "unknown".into();
+    };
+    let backing = info
+        .driver_status
+        .unwrap_or_default()
+        .into_iter()
+        .find(|pair| pair.first().is_some_and(|k| k == "Backing Filesystem"))
+        .and_then(|pair| pair.get(1).cloned());
+    let driver = info.driver.unwrap_or_else(|| "unknown".into());
+    match backing {
+        Some(backing) => format!("{driver} on {backing}"),
+        None => driver,
     }
 }
 
@@ -539,26 +976,18 @@ fn status(e: &EngineError) -> Option<u16> {
     }
 }
 
-/// An engine failure in words for the user: its own message when it refused (4xx, not
-/// worth retrying), a transient error when it failed or could not be reached.
+/// An engine failure in words for the user, without the engine's own text (it can name
+/// the host's paths, drivers and versions): that goes to the log, as the error's source.
 fn engine_error(action: &str, e: EngineError) -> ManagerError {
-    let error = match &e {
-        EngineError::DockerResponseServerError {
-            status_code,
-            message,
-        } => {
-            let message: String = message.chars().take(200).collect();
-            if *status_code >= 500 {
-                ManagerError::transient(format!(
-                    "the container engine failed to {action}: {message}"
-                ))
-            } else {
-                ManagerError::permanent(format!(
-                    "the container engine refused to {action}: {message}"
-                ))
-            }
-        }
-        _ => ManagerError::transient(format!(
+    let error = match status(&e) {
+        Some(500..) => ManagerError::transient(format!(
+            "the container engine failed to {action}; it is tried again"
+        )),
+        Some(_) => ManagerError::permanent(format!(
+            "the container engine refused to {action}; an operator can find why in the \
+             service's log"
+        )),
+        None => ManagerError::transient(format!(
             "the container engine is not reachable (trying to {action})"
         )),
     };

@@ -4,11 +4,14 @@
 //! (nothing can be pulled). Engines take seconds to start, so the tests of one process
 //! share each one; the last test to drop its handle stops it.
 //!
-//! Nothing is left on the host: dockerd runs without its bridge and iptables rules,
-//! containers get network mode `none` from the tests, and on stop every container is
+//! Nothing is left on the host: each engine runs in a network namespace of its own, so
+//! the bridges, iptables rules and IP forwarding it sets up for the networks it makes
+//! stay there (and dockerd keeps its iptables rules on, which is what keeps one bridge
+//! network from reaching another, as in production); Podman keeps its network
+//! definitions in the temporary directory; on stop every container and network is
 //! removed, leftover mounts under the temporary directory are unmounted, and the few
-//! directories the engines create outside it (`/run/docker`, `/run/runc`, ...) are
-//! removed when they did not exist before.
+//! directories the engines create outside it (`/run/docker`, `/run/runc`,
+//! `/var/lib/cni`, ...) are removed when they did not exist before.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -18,8 +21,8 @@ use std::time::{Duration, Instant};
 use bollard::Docker;
 use tempfile::TempDir;
 
-/// The test image: busybox with `sh`, `sleep`, `env` and `cat`; it sleeps forever and
-/// declares an anonymous volume, to check that release removes it.
+/// The test image: busybox with `sh`, `sleep`, `env`, `cat`, `nc` and `httpd`; it sleeps
+/// forever and declares an anonymous volume, to check that release removes it.
 pub const IMAGE: &str = "localhost/tiny:latest";
 
 /// Which engine serves the API.
@@ -33,7 +36,12 @@ pub enum Kind {
 fn host_paths(kind: Kind) -> &'static [&'static str] {
     match kind {
         Kind::Dockerd => &["/run/docker", "/run/containerd", "/etc/docker"],
-        Kind::Podman => &["/run/runc", "/run/netns", "/var/lib/containers"],
+        Kind::Podman => &[
+            "/run/runc",
+            "/run/netns",
+            "/var/lib/containers",
+            "/var/lib/cni",
+        ],
     }
 }
 
@@ -139,7 +147,7 @@ impl Engine {
         let bin = self.dir.path().join("rootfs/bin");
         std::fs::create_dir_all(&bin).expect("a rootfs directory");
         std::fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox is copied");
-        for applet in ["sh", "sleep", "env", "cat"] {
+        for applet in ["sh", "sleep", "env", "cat", "nc", "httpd"] {
             std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("an applet link");
         }
         let mut tar = Command::new("tar")
@@ -165,7 +173,8 @@ impl Engine {
         );
     }
 
-    /// Removes every container, so no container process outlives the engine.
+    /// Removes every container, so no container process outlives the engine, then every
+    /// network the tests made, so no bridge outlives it.
     fn remove_containers(&self) {
         let listed = self.cli(&["ps", "--all", "--quiet"]);
         let ids = String::from_utf8_lossy(&listed.stdout).into_owned();
@@ -175,6 +184,7 @@ impl Engine {
             args.extend(ids);
             self.cli(&args);
         }
+        self.cli(&["network", "prune", "--force"]);
     }
 
     /// Stops the engine: SIGTERM, then SIGKILL if it takes longer than 30 s.
@@ -216,14 +226,15 @@ fn shared(slot: &Mutex<Weak<Engine>>, kind: Kind) -> Arc<Engine> {
     engine
 }
 
-/// dockerd without the `docker0` bridge and iptables rules it would leave behind; its
-/// key file (else `/etc/docker/key.json`) goes in `dir` through the config file.
+/// dockerd in a network namespace of its own, without the `docker0` bridge (the tests
+/// make their networks); its key file (else `/etc/docker/key.json`) goes in `dir` through
+/// the config file.
 fn dockerd(dir: &Path) -> Command {
     let config = dir.join("daemon.json");
     let key = dir.join("key.json");
     let json = serde_json::json!({"deprecated-key-path": key});
     std::fs::write(&config, json.to_string()).expect("a daemon.json");
-    let mut command = Command::new("dockerd");
+    let mut command = in_own_network_namespace("dockerd");
     command
         .arg("--config-file")
         .arg(&config)
@@ -235,20 +246,27 @@ fn dockerd(dir: &Path) -> Command {
         .arg(dir.join("dockerd.pid"))
         .arg("-H")
         .arg(format!("unix://{}", dir.join("engine.sock").display()))
-        .args(["--iptables=false", "--bridge=none"]);
+        .arg("--bridge=none");
     command
 }
 
-/// Podman's API service with runc (crun cannot set rlimits in this sandbox), fixed
-/// ulimits, no systemd, and its storage and temporary files in `dir`.
+/// Podman's API service in a network namespace of its own, with runc (crun cannot set
+/// rlimits in this sandbox), fixed ulimits, no systemd, and its storage, network
+/// definitions and temporary files in `dir`.
 fn podman(dir: &Path) -> Command {
     let tmp = dir.join("tmp");
     std::fs::create_dir_all(&tmp).expect("a tmp directory");
+    // Else Podman writes the networks it makes to /etc/cni/net.d.
+    let networks = dir.join("networks");
+    std::fs::create_dir_all(&networks).expect("a networks directory");
     let config = dir.join("containers.conf");
     let text = format!(
         r#"[containers]
 default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
 netns = "none"
+
+[network]
+network_config_dir = "{networks}"
 
 [engine]
 runtime = "runc"
@@ -256,10 +274,11 @@ cgroup_manager = "cgroupfs"
 events_logger = "file"
 image_copy_tmp_dir = "{tmp}"
 "#,
-        tmp = tmp.display()
+        tmp = tmp.display(),
+        networks = networks.display(),
     );
     std::fs::write(&config, text).expect("a containers.conf");
-    let mut command = Command::new("podman");
+    let mut command = in_own_network_namespace("podman");
     command
         .env("CONTAINERS_CONF", &config)
         .env("TMPDIR", &tmp)
@@ -271,6 +290,15 @@ image_copy_tmp_dir = "{tmp}"
         .arg(&tmp)
         .args(["system", "service", "--time=0"])
         .arg(format!("unix://{}", dir.join("engine.sock").display()));
+    command
+}
+
+/// `program`, run in a new network namespace: what it sets up there (bridges, iptables
+/// rules, `ip_forward`) goes when it and its children exit. It still serves the API on a
+/// Unix socket, which does not belong to a network namespace.
+fn in_own_network_namespace(program: &str) -> Command {
+    let mut command = Command::new("unshare");
+    command.args(["--net", "--", program]);
     command
 }
 

@@ -685,3 +685,119 @@ fn settings_errors_name_the_variable() {
         assert!(format!("{error:#}").starts_with(name), "{name}: {error:#}");
     }
 }
+
+#[test]
+fn settings_that_would_hand_users_the_host_are_refused_at_start_up() {
+    let read = |pairs: &[(&str, &str)]| {
+        let mut vars = vec![("CONTAINER_IMAGES".to_owned(), IMAGE.to_owned())];
+        vars.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        ContainerSettings::from_vars(vars)
+    };
+    let defaults = read(&[]).unwrap();
+    assert_eq!(defaults.network, Network::PerBooking { internal: true });
+    assert_eq!(defaults.pids_limit, 256);
+    assert_eq!(defaults.capabilities, DEFAULT_CAPABILITIES);
+    assert_eq!(defaults.disk_limit, Some(10 << 30));
+
+    let certs = tempfile::tempdir().unwrap();
+    let cert_path = certs.path().to_str().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let empty_path = empty.path().to_str().unwrap();
+    for name in ["ca.pem", "cert.pem", "key.pem"] {
+        std::fs::write(certs.path().join(name), "").unwrap();
+    }
+    fn tls<'a>(host: &'a str, cert_path: &'a str) -> Vec<(&'a str, &'a str)> {
+        vec![
+            ("DOCKER_HOST", host),
+            ("DOCKER_TLS_VERIFY", "1"),
+            ("DOCKER_CERT_PATH", cert_path),
+        ]
+    }
+
+    for (refused, vars) in [
+        ("CONTAINER_NETWORK", vec![("CONTAINER_NETWORK", "host")]),
+        ("CONTAINER_NETWORK", vec![("CONTAINER_NETWORK", "HOST")]),
+        (
+            "CONTAINER_NETWORK",
+            vec![("CONTAINER_NETWORK", "container:booking-1")],
+        ),
+        (
+            "CONTAINER_NETWORK",
+            vec![("CONTAINER_NETWORK", "ns:/proc/1/ns/net")],
+        ),
+        ("DOCKER_HOST", vec![("DOCKER_HOST", "tcp://10.1.2.3:2375")]),
+        (
+            "DOCKER_HOST",
+            vec![("DOCKER_HOST", "tcp://docker.example.org:2375")],
+        ),
+        (
+            "DOCKER_HOST",
+            vec![("DOCKER_HOST", "tcp://127.0.0.1.example.org:2375")],
+        ),
+        (
+            "DOCKER_HOST",
+            vec![("DOCKER_HOST", "http://192.0.2.7:2375")],
+        ),
+        (
+            "DOCKER_HOST",
+            vec![("DOCKER_HOST", "https://127.0.0.1:2376")],
+        ),
+        ("DOCKER_HOST", vec![("DOCKER_HOST", "ssh://me@host")]),
+        ("DOCKER_CERT_PATH", tls("tcp://10.1.2.3:2376", empty_path)),
+        (
+            "CONTAINER_CAPABILITIES",
+            vec![("CONTAINER_CAPABILITIES", "CHOWN,SYS_ADMN")],
+        ),
+        ("CONTAINER_PIDS_LIMIT", vec![("CONTAINER_PIDS_LIMIT", "0")]),
+        ("CONTAINER_PIDS_LIMIT", vec![("CONTAINER_PIDS_LIMIT", "-1")]),
+        (
+            "CONTAINER_DISK_LIMIT",
+            vec![("CONTAINER_DISK_LIMIT", "lots")],
+        ),
+        (
+            "CONTAINER_NETWORK_INTERNAL",
+            vec![("CONTAINER_NETWORK_INTERNAL", "maybe")],
+        ),
+    ] {
+        let error = read(&vars).unwrap_err();
+        assert!(
+            format!("{error:#}").starts_with(refused),
+            "{vars:?}: {error:#}"
+        );
+    }
+
+    for vars in [
+        vec![("DOCKER_HOST", "tcp://127.0.0.1:2375")],
+        vec![("DOCKER_HOST", "tcp://localhost:2375")],
+        vec![("DOCKER_HOST", "tcp://[::1]:2375")],
+        vec![("DOCKER_HOST", "unix:///run/podman/podman.sock")],
+        vec![("CONTAINER_NETWORK", "none")],
+        vec![("CONTAINER_NETWORK", "lab-network")],
+        vec![
+            ("CONTAINER_CAPABILITIES", "none"),
+            ("CONTAINER_DISK_LIMIT", "none"),
+        ],
+        tls("tcp://10.1.2.3:2376", cert_path),
+        tls("https://docker.example.org:2376", cert_path),
+    ] {
+        read(&vars).unwrap_or_else(|e| panic!("{vars:?}: {e:#}"));
+    }
+
+    // Settings built in code are checked too.
+    let built = ContainerSettings {
+        network: Network::Mode("host".into()),
+        ..defaults.clone()
+    };
+    let error = Container::new(built)
+        .err()
+        .expect("host networking is refused");
+    assert!(
+        format!("{error:#}").contains("CONTAINER_NETWORK"),
+        "{error:#}"
+    );
+    let built = ContainerSettings {
+        docker_host: Some("tcp://10.1.2.3:2375".into()),
+        ..defaults
+    };
+    assert!(Container::new(built).is_err());
+}

@@ -345,8 +345,8 @@ fn sh(engine: &Engine, container: &str, script: &str) -> (bool, String, String) 
     )
 }
 
-/// The container's address on `network`.
-async fn address(engine: &Engine, container: &str, network: &str) -> String {
+/// The network the container is on, and its address there.
+async fn network_and_address(engine: &Engine, container: &str) -> (String, String) {
     let inspected = engine
         .client()
         .await
@@ -354,12 +354,15 @@ async fn address(engine: &Engine, container: &str, network: &str) -> String {
         .await
         .unwrap();
     let networks = inspected.network_settings.unwrap().networks.unwrap();
-    let address = networks[network].ip_address.clone().unwrap_or_default();
+    let [(network, endpoint)] = Vec::from_iter(networks)
+        .try_into()
+        .unwrap_or_else(|n| panic!("{container} is not on one network: {n:?}"));
+    let address = endpoint.ip_address.unwrap_or_default();
     assert!(
         !address.is_empty(),
         "{container} has no address on {network}"
     );
-    address
+    (network, address)
 }
 
 /// Whether the engine knows a network of that name.
@@ -456,7 +459,7 @@ async fn a_container_is_confined_and_on_a_network_of_its_own_that_release_remove
     assert_eq!(network.internal, Some(true));
     let members = network.containers.unwrap_or_default();
     assert!(members.len() <= 1, "{members:?}");
-    let address = address(&engine, &name, &name).await;
+    let (_, address) = network_and_address(&engine, &name).await;
     assert!(
         outcome.message.contains(&format!("Address: {address}.")),
         "{}",
@@ -486,13 +489,22 @@ async fn one_bookings_container_cannot_reach_anothers(engine: Arc<Engine>) {
     manager.configure(&target).await.unwrap();
     let served = engine.cli(&["exec", "--detach", &to, "httpd", "-f", "-p", "8080"]);
     assert!(served.status.success(), "{served:?}");
-    let address = address(&engine, &to, &to).await;
+    let (network, address) = network_and_address(&engine, &to).await;
     let connect = format!("echo | nc -w 2 {address} 8080");
 
     // Assert: the server answers to a container on its network (the test's own)
     let mut answered = false;
     for _ in 0..20 {
-        let probe = engine.cli(&["run", "--rm", "--network", &to, IMAGE, "sh", "-c", &connect]);
+        let probe = engine.cli(&[
+            "run",
+            "--rm",
+            "--network",
+            &network,
+            IMAGE,
+            "sh",
+            "-c",
+            &connect,
+        ]);
         answered = probe.status.success();
         if answered {
             break;

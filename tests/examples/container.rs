@@ -601,6 +601,46 @@ async fn engine_failures_reach_the_user_without_the_engines_words(engine: Arc<En
 }
 
 #[tokio::test]
+async fn an_engine_over_tcp_is_spoken_to_with_tls_from_docker_cert_path() {
+    // Arrange: a dockerd that answers only TLS clients with its certificate on loopback
+    let engine = Engine::dockerd_over_tls();
+    let tls = engine.tls.as_ref().unwrap();
+    let vars = [
+        ("DOCKER_HOST", tls.host.as_str()),
+        ("DOCKER_TLS_VERIFY", "1"),
+        ("DOCKER_CERT_PATH", tls.cert_path.to_str().unwrap()),
+        ("CONTAINER_IMAGES", IMAGE),
+        // In the host's network namespace: no bridge of the test's making there.
+        ("CONTAINER_NETWORK", "none"),
+    ];
+    let settings =
+        ContainerSettings::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .unwrap();
+    let manager = Container::new(settings.clone()).unwrap();
+    let plain = Container::new(ContainerSettings {
+        tls_cert_path: None,
+        ..settings
+    })
+    .unwrap();
+    let booking = booking("tls", &[]);
+    let name = container_name(&booking.event_id);
+
+    // Act
+    manager.ready().await.unwrap();
+    manager.configure(&booking).await.unwrap();
+
+    // Assert: made through TLS (the engine refuses anything else on that port), with the
+    // default disk limit dropped where the storage driver cannot enforce it
+    assert!(exists(&engine, &name).await);
+    assert!(
+        plain.ready().await.is_err(),
+        "the engine answered plain HTTP"
+    );
+    manager.release(&booking).await.unwrap();
+    assert!(!exists(&engine, &name).await);
+}
+
+#[tokio::test]
 async fn an_unreachable_engine_is_a_transient_error() {
     // Arrange
     let manager = Container::new(ContainerSettings {

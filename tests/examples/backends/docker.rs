@@ -59,6 +59,16 @@ pub struct Engine {
     process: Child,
     /// Host paths this engine created, removed when it stops.
     created: Vec<PathBuf>,
+    /// The engine's TLS endpoint, if it has one.
+    pub tls: Option<TlsEndpoint>,
+}
+
+/// An engine's API over TCP with TLS, verifying clients as `dockerd --tlsverify` does.
+pub struct TlsEndpoint {
+    /// The address, as `DOCKER_HOST` takes it: `tcp://127.0.0.1:port`.
+    pub host: String,
+    /// A client's `ca.pem`, `cert.pem` and `key.pem`, as `DOCKER_CERT_PATH` takes them.
+    pub cert_path: PathBuf,
 }
 
 impl Engine {
@@ -70,6 +80,14 @@ impl Engine {
     /// The shared Podman service, started if no test holds it.
     pub fn podman() -> Arc<Self> {
         shared(&PODMAN, Kind::Podman)
+    }
+
+    /// A dockerd of its own that also serves the API over TCP with TLS on loopback. It
+    /// runs in the host's network namespace, so the tests can reach that port: it makes
+    /// no bridge, iptables rule or IP forwarding there, and the tests give its containers
+    /// no network.
+    pub fn dockerd_over_tls() -> Arc<Self> {
+        Arc::new(Self::start(Kind::Dockerd, true))
     }
 
     /// A client of this engine, speaking an API version it knows.
@@ -90,7 +108,7 @@ impl Engine {
             .expect("docker runs")
     }
 
-    fn start(kind: Kind) -> Self {
+    fn start(kind: Kind, tls: bool) -> Self {
         match kind {
             Kind::Dockerd => super::require("dockerd", "docker.io"),
             Kind::Podman => {
@@ -112,8 +130,12 @@ impl Engine {
             .expect("a temporary directory");
         let path = |name: &str| dir.path().join(name);
         let log = std::fs::File::create(path("engine.log")).expect("a log file");
+        let tls = tls.then(|| TlsEndpoint {
+            host: format!("tcp://127.0.0.1:{}", free_port()),
+            cert_path: certificates(dir.path()),
+        });
         let mut command = match kind {
-            Kind::Dockerd => dockerd(dir.path()),
+            Kind::Dockerd => dockerd(dir.path(), tls.as_ref()),
             Kind::Podman => podman(dir.path()),
         };
         let process = command
@@ -129,6 +151,7 @@ impl Engine {
             dir,
             process,
             created,
+            tls,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !engine.cli(&["version"]).status.success() {
@@ -221,20 +244,35 @@ fn shared(slot: &Mutex<Weak<Engine>>, kind: Kind) -> Arc<Engine> {
     if let Some(engine) = slot.upgrade() {
         return engine;
     }
-    let engine = Arc::new(Engine::start(kind));
+    let engine = Arc::new(Engine::start(kind, false));
     *slot = Arc::downgrade(&engine);
     engine
 }
 
 /// dockerd in a network namespace of its own, without the `docker0` bridge (the tests
 /// make their networks); its key file (else `/etc/docker/key.json`) goes in `dir` through
-/// the config file.
-fn dockerd(dir: &Path) -> Command {
+/// the config file. With `tls`, in the host's namespace, touching none of its networking.
+fn dockerd(dir: &Path, tls: Option<&TlsEndpoint>) -> Command {
     let config = dir.join("daemon.json");
     let key = dir.join("key.json");
     let json = serde_json::json!({"deprecated-key-path": key});
     std::fs::write(&config, json.to_string()).expect("a daemon.json");
-    let mut command = in_own_network_namespace("dockerd");
+    let mut command = match tls {
+        None => in_own_network_namespace("dockerd"),
+        Some(tls) => {
+            let mut command = Command::new("dockerd");
+            command
+                .args(["--iptables=false", "--ip-forward=false", "--tlsverify"])
+                .args(["-H", &tls.host])
+                .arg("--tlscacert")
+                .arg(dir.join("tls/ca.pem"))
+                .arg("--tlscert")
+                .arg(dir.join("tls/server-cert.pem"))
+                .arg("--tlskey")
+                .arg(dir.join("tls/server-key.pem"));
+            command
+        }
+    };
     command
         .arg("--config-file")
         .arg(&config)
@@ -330,4 +368,86 @@ fn unmount_under(path: &Path) {
     for point in points {
         let _ = Command::new("umount").arg("--lazy").arg(point).status();
     }
+}
+
+/// A TCP port nobody listens on just now.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("its address").port()
+}
+
+/// A certificate authority, a server certificate for 127.0.0.1 and a client certificate,
+/// made with `openssl` in `dir/tls`; the client's files, as `DOCKER_CERT_PATH` takes them.
+fn certificates(dir: &Path) -> PathBuf {
+    super::require("openssl", "openssl");
+    let tls = dir.join("tls");
+    std::fs::create_dir_all(&tls).expect("a tls directory");
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .current_dir(&tls)
+            .args(args)
+            .output()
+            .expect("openssl runs");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    let key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let ca = [
+        "-keyout",
+        "ca-key.pem",
+        "-out",
+        "ca.pem",
+        "-subj",
+        "/CN=test CA",
+        "-days",
+        "1",
+    ];
+    openssl(&[&["req", "-x509"], &key[..], &ca[..]].concat());
+    for (name, subject, extensions) in [
+        (
+            "server",
+            "/CN=127.0.0.1",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth",
+        ),
+        ("client", "/CN=client", "extendedKeyUsage=clientAuth"),
+    ] {
+        let (cert, key_file) = match name {
+            "server" => ("server-cert.pem", "server-key.pem"),
+            _ => ("cert.pem", "key.pem"),
+        };
+        let csr = format!("{name}.csr");
+        let ext = format!("{name}.ext");
+        std::fs::write(tls.join(&ext), extensions).expect("an extensions file");
+        openssl(
+            &[
+                &["req"],
+                &key[..],
+                &["-keyout", key_file, "-out", &csr, "-subj", subject],
+            ]
+            .concat(),
+        );
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-out",
+            cert,
+            "-extfile",
+            &ext,
+        ]);
+    }
+    tls
 }

@@ -335,7 +335,12 @@ impl ContainerSettings {
         if let Some(host) = &self.docker_host {
             check_docker_host(host, self.tls_cert_path.is_some())?;
         }
-        if let Some(dir) = &self.tls_cert_path {
+        // As with `docker`, TLS applies to a TCP engine only.
+        let tcp = self
+            .docker_host
+            .as_ref()
+            .is_some_and(|h| !h.starts_with("unix://"));
+        if let Some(dir) = self.tls_cert_path.as_ref().filter(|_| tcp) {
             for file in ["ca.pem", "cert.pem", "key.pem"] {
                 ensure!(
                     dir.join(file).is_file(),

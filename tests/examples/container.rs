@@ -824,6 +824,7 @@ fn settings_that_would_hand_users_the_host_are_refused_at_start_up() {
         vec![("DOCKER_HOST", "tcp://[::1]:2375")],
         vec![("DOCKER_HOST", "unix:///run/podman/podman.sock")],
         vec![("CONTAINER_NETWORK", "none")],
+        vec![("DOCKER_TLS_VERIFY", "1"), ("DOCKER_CERT_PATH", empty_path)],
         vec![("CONTAINER_NETWORK", "lab-network")],
         vec![
             ("CONTAINER_CAPABILITIES", "none"),

@@ -350,9 +350,8 @@ impl ContainerSettings {
             }
         }
         if let Network::Mode(mode) = &self.network {
-            let shares = |prefix: &str| {
-                mode.eq_ignore_ascii_case(prefix) || mode.starts_with(&format!("{prefix}:"))
-            };
+            let lower = mode.to_ascii_lowercase();
+            let shares = |prefix: &str| lower == prefix || lower.starts_with(&format!("{prefix}:"));
             ensure!(
                 !(shares("host") || shares("container") || shares("ns")),
                 "CONTAINER_NETWORK: {mode:?} would give users the network of the host or of \

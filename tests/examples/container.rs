@@ -775,6 +775,10 @@ fn settings_that_would_hand_users_the_host_are_refused_at_start_up() {
         ),
         (
             "CONTAINER_NETWORK",
+            vec![("CONTAINER_NETWORK", "Container:booking-1")],
+        ),
+        (
+            "CONTAINER_NETWORK",
             vec![("CONTAINER_NETWORK", "ns:/proc/1/ns/net")],
         ),
         ("DOCKER_HOST", vec![("DOCKER_HOST", "tcp://10.1.2.3:2375")]),

@@ -309,12 +309,17 @@ impl Container {
         }
     }
 
-    /// Removes the booking's own network if it has one; gone already is fine.
+    /// Removes the booking's own network if it has one; gone already is fine. It is
+    /// looked for whatever `CONTAINER_NETWORK` says now, so bookings made before it
+    /// changed leave none behind; a network of that name that is not the booking's is an
+    /// error only where the booking should have one.
     async fn remove_network(&self, name: &str, booking: &str) -> Result<(), ManagerError> {
-        if !matches!(self.settings.network, Network::PerBooking { .. })
-            || !self.find_network(name, booking).await?
-        {
-            return Ok(());
+        let own = matches!(self.settings.network, Network::PerBooking { .. });
+        match self.find_network(name, booking).await {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
+            Err(_) if !own => return Ok(()),
+            Err(e) => return Err(e),
         }
         match self.engine().await?.remove_network(name).await {
             Err(e) if status(&e) != Some(404) => {

@@ -466,8 +466,9 @@ async fn a_container_is_confined_and_on_a_network_of_its_own_that_release_remove
         outcome.message
     );
 
-    // Act
-    manager.release(&booking).await.unwrap();
+    // Act: released after the operator turned per-booking networks off
+    let changed = Container::new(settings(&engine)).unwrap();
+    changed.release(&booking).await.unwrap();
 
     // Assert: container and network gone; a second release finds nothing to do
     assert!(!exists(&engine, &name).await);

@@ -307,7 +307,12 @@ async fn the_webhook_starts_a_container_on_start_and_removes_it_on_end(engine: A
         )
     };
     let manager = Container::new(settings(&engine)).unwrap();
-    let app = spawn_app_with(&[("RESOURCE_TYPE", "Container")], Arc::new(manager)).await;
+    // The answers below are the final results: wait for them whatever the default budget.
+    let app = spawn_app_with(
+        &[("RESOURCE_TYPE", "Container"), ("PROCESSING_BUDGET", "5s")],
+        Arc::new(manager),
+    )
+    .await;
     assert_eq!(app.get("/readyz").await.status(), 200);
 
     // Act

@@ -11,6 +11,42 @@
 //! finds the container it made before instead of making a second one, and END finds it
 //! after a restart of this service.
 //!
+//! # Who it guards against
+//! The user holds a shell in the container and chooses its custom parameters, so the
+//! container is confined as far as the image allows:
+//! - **Capabilities**: all are dropped, then `CONTAINER_CAPABILITIES` are given back. The
+//!   image this is made for runs OpenSSH's `sshd` as root and writes `SSH_PUBLIC_KEY` into
+//!   the user's `authorized_keys` before it starts; that needs `NET_BIND_SERVICE` (listen
+//!   on port 22), `SETUID` and `SETGID` (become the user, and the privilege-separation
+//!   user), `SYS_CHROOT` (privilege separation chroots into an empty directory), `CHOWN`
+//!   (give the user their terminal and their `authorized_keys`), `KILL` (the root monitor
+//!   signals processes running as the user) and `AUDIT_WRITE` (login records). An image
+//!   that needs none sets `CONTAINER_CAPABILITIES=none`.
+//! - **No new privileges**: setuid programs (`sudo`, `su`, `ping` on some images) do not
+//!   raise privileges inside the container.
+//! - **Processes**: at most `CONTAINER_PIDS_LIMIT`, so a fork bomb stops there instead of
+//!   exhausting the host.
+//! - **Network**: by default each booking gets a bridge network of its own
+//!   (`booking-103`, labelled like the container), made when it starts and removed when it
+//!   ends, and `internal` (no route beyond it) unless `CONTAINER_NETWORK_INTERNAL=false`.
+//!   One booking's container cannot reach another's. The host itself is still reachable
+//!   at the network's gateway address where the engine gives the bridge one (dockerd
+//!   does): bind the host's services to addresses other than those bridges, or firewall
+//!   them. dockerd keeps networks apart with its iptables rules, so do not run it with
+//!   `--iptables=false` on a host that forwards packets. `CONTAINER_NETWORK=host` and
+//!   `container:...` (and Podman's `ns:...`) would give the user the host's or another
+//!   container's network and are refused at start-up.
+//! - **Disk**: the writable layer is limited to `CONTAINER_DISK_LIMIT` (`storage_opt
+//!   size=`) where the engine's storage driver can: overlay on XFS mounted with `pquota`,
+//!   btrfs, zfs, devicemapper. Elsewhere (overlay on ext4, the usual case) the engine
+//!   refuses the option: the container is then made without it, and the service logs once
+//!   a warning naming the storage driver; bookings do not fail. Volumes the image declares
+//!   are not limited either way.
+//! - **Engine**: a `DOCKER_HOST` over TCP must be loopback or use TLS
+//!   (`DOCKER_TLS_VERIFY`), else the service refuses to start, since whoever reaches the
+//!   engine's port controls the host. The engine's own error text is logged, never shown to
+//!   the user.
+//!
 //! # Custom parameters (all optional)
 //! | name | example | meaning |
 //! |---|---|---|
@@ -21,12 +57,18 @@
 //! # Settings
 //! | variable | default | meaning |
 //! |---|---|---|
-//! | `DOCKER_HOST` | the local Docker socket | the engine, `unix:///path/to.sock` or `tcp://host:port` |
+//! | `DOCKER_HOST` | the local Docker socket | the engine, `unix:///path/to.sock` or `tcp://host:port` (TCP: loopback, or with `DOCKER_TLS_VERIFY`) |
+//! | `DOCKER_TLS_VERIFY` | unset | any value: speak TLS to a `tcp://` engine, verifying it and presenting a client certificate, as the `docker` command does |
+//! | `DOCKER_CERT_PATH` | `~/.docker` | where `ca.pem`, `cert.pem` and `key.pem` are, with `DOCKER_TLS_VERIFY` |
 //! | `CONTAINER_IMAGES` | required | the images users may choose, comma-separated; they must be on the engine already (none is pulled) |
 //! | `CONTAINER_DEFAULT_IMAGE` | the first of `CONTAINER_IMAGES` | the image when the booking names none |
 //! | `CONTAINER_MAX_MEMORY` | `512m` | largest memory limit a user may ask for |
 //! | `CONTAINER_MAX_CPUS` | `1` | largest CPU limit a user may ask for |
-//! | `CONTAINER_NETWORK` | the engine's default | network mode, e.g. `bridge`, `none` or a network's name |
+//! | `CONTAINER_NETWORK` | `booking` | `booking`: a network of its own for each booking; `none`: no network; else the name of a network all bookings share (they can reach each other on it); `host` and `container:...` are refused |
+//! | `CONTAINER_NETWORK_INTERNAL` | `true` | whether a booking's own network has no route beyond it |
+//! | `CONTAINER_CAPABILITIES` | `CHOWN,SETUID,SETGID,SYS_CHROOT,NET_BIND_SERVICE,KILL,AUDIT_WRITE` | the capabilities given back after all are dropped, comma-separated, or `none` |
+//! | `CONTAINER_PIDS_LIMIT` | `256` | most processes (and threads) a container may have at once |
+//! | `CONTAINER_DISK_LIMIT` | `10g` | largest writable layer, where the storage driver can limit it (see above); `none` asks for no limit |
 //! | `CONTAINER_STOP_TIMEOUT` | `5s` | how long a container may take to stop before it is killed |
 //!
 //! # What the user receives
@@ -38,21 +80,28 @@
 
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{Context as _, bail, ensure};
 use async_trait::async_trait;
 use bollard::Docker;
 use bollard::errors::Error as EngineError;
-use bollard::models::{ContainerCreateBody, ContainerInspectResponse, HostConfig};
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, HostConfig, NetworkCreateRequest,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
-use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::OnceCell;
 use webhook::manager::{ManagerError, Outcome, ResourceManager};
 use webhook::reservation::{Reservation, User};
+
+#[path = "container/settings.rs"]
+mod settings;
+pub use settings::{CAPABILITIES, ContainerSettings, DEFAULT_CAPABILITIES, Network};
+use settings::{
+    GIB, MIB, MIN_MEMORY, MIN_NANO_CPUS, capability_name, parse_memory, parse_nano_cpus,
+};
 
 /// Label holding the booking id, which `release` checks before removing anything.
 pub const BOOKING_LABEL: &str = "reservation-webhook.booking";
@@ -60,134 +109,12 @@ pub const BOOKING_LABEL: &str = "reservation-webhook.booking";
 pub const USER_LABEL: &str = "reservation-webhook.user";
 /// The variable carrying the user's SSH public key into the container.
 pub const SSH_KEY_VARIABLE: &str = "SSH_PUBLIC_KEY";
-
-const MIB: i64 = 1 << 20;
-const GIB: i64 = 1 << 30;
-/// The smallest memory limit Docker accepts.
-const MIN_MEMORY: i64 = 6 * MIB;
-/// The smallest CPU limit Docker accepts (0.01 CPU), in billionths of a CPU.
-const MIN_NANO_CPUS: i64 = 10_000_000;
+/// How long a call to an engine over TLS may take, in seconds (bollard's default).
+const TLS_TIMEOUT: u64 = 120;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     webhook::cli::run(Container::from_env()).await
-}
-
-/// What the manager needs to know, read once at start-up.
-#[derive(Debug, Clone)]
-pub struct ContainerSettings {
-    /// The engine's address; `None` takes bollard's default (`DOCKER_HOST`, else the
-    /// local socket).
-    pub docker_host: Option<String>,
-    /// The images users may choose.
-    pub images: Vec<String>,
-    /// The image when the booking names none; one of `images`.
-    pub default_image: String,
-    /// Largest memory limit, in bytes; also the default.
-    pub max_memory: i64,
-    /// Largest CPU limit, in CPUs; also the default.
-    pub max_cpus: f64,
-    /// The network mode; `None` leaves the engine's default.
-    pub network: Option<String>,
-    /// How long a container may take to stop before it is killed.
-    pub stop_timeout: Duration,
-}
-
-/// The variables as envy reads them, before they are checked.
-#[derive(Deserialize)]
-struct RawSettings {
-    docker_host: Option<String>,
-    container_images: Option<String>,
-    container_default_image: Option<String>,
-    container_max_memory: Option<String>,
-    container_max_cpus: Option<String>,
-    container_network: Option<String>,
-    container_stop_timeout: Option<String>,
-}
-
-impl ContainerSettings {
-    /// Reads the settings from `(name, value)` pairs; an error names the variable.
-    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Self> {
-        let raw: RawSettings = webhook::config::settings_from_vars(vars)?;
-        let images: Vec<String> = raw
-            .container_images
-            .as_deref()
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|i| !i.is_empty())
-            .map(String::from)
-            .collect();
-        ensure!(
-            !images.is_empty(),
-            "CONTAINER_IMAGES is not set: list the images users may choose, comma-separated"
-        );
-        let default_image = raw.container_default_image.unwrap_or(images[0].clone());
-        ensure!(
-            images.contains(&default_image),
-            "CONTAINER_DEFAULT_IMAGE: {default_image:?} is not one of CONTAINER_IMAGES"
-        );
-        let max_memory = match raw.container_max_memory.as_deref() {
-            None => 512 * MIB,
-            Some(text) => parse_memory(text)
-                .filter(|m| *m >= MIN_MEMORY)
-                .with_context(|| {
-                    format!("CONTAINER_MAX_MEMORY: {text:?} is not a size from 6m, such as 2g")
-                })?,
-        };
-        let max_cpus = match raw.container_max_cpus.as_deref() {
-            None => 1.0,
-            Some(text) => parse_nano_cpus(text)
-                .filter(|n| *n >= MIN_NANO_CPUS)
-                .map(|n| n as f64 / 1e9)
-                .with_context(|| {
-                    format!("CONTAINER_MAX_CPUS: {text:?} is not a number from 0.01, such as 2")
-                })?,
-        };
-        let stop_timeout = match raw.container_stop_timeout.as_deref() {
-            None => Duration::from_secs(5),
-            Some(text) => humantime::parse_duration(text).with_context(|| {
-                format!("CONTAINER_STOP_TIMEOUT: {text:?} is not a duration such as 5s")
-            })?,
-        };
-        Ok(Self {
-            docker_host: raw.docker_host,
-            images,
-            default_image,
-            max_memory,
-            max_cpus,
-            network: raw.container_network,
-            stop_timeout,
-        })
-    }
-}
-
-/// A memory size: bytes, or a whole number with `k`, `m` or `g` (powers of 1024, as
-/// `docker run --memory` reads them; `mb` and `mib` are accepted too).
-fn parse_memory(text: &str) -> Option<i64> {
-    let text = text.trim();
-    let digits = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(digits);
-    let unit_size = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => MIB,
-        "g" | "gb" | "gib" => GIB,
-        _ => return None,
-    };
-    number.parse::<i64>().ok()?.checked_mul(unit_size)
-}
-
-/// A number of CPUs such as `2` or `0.5`, in billionths of a CPU as the engine takes it.
-fn parse_nano_cpus(text: &str) -> Option<i64> {
-    let text = text.trim();
-    if text.is_empty() || !text.chars().all(|c| c.is_ascii_digit() || c == '.') {
-        return None;
-    }
-    let cpus: f64 = text.parse().ok()?;
-    (cpus.is_finite() && cpus < 1e6).then(|| (cpus * 1e9).round() as i64)
 }
 
 /// The container's name for a booking: `booking-<id>` when the id is a valid name, else
@@ -217,6 +144,8 @@ pub struct Container {
     /// The engine client, made on first use with the API version agreed with the
     /// engine, so the service starts (and `/readyz` says why not) while it is down.
     docker: OnceCell<Docker>,
+    /// Set once the engine refused a disk limit: its storage driver cannot enforce one.
+    no_disk_limit: AtomicBool,
 }
 
 impl Container {
@@ -225,21 +154,14 @@ impl Container {
         Self::new(ContainerSettings::from_vars(std::env::vars())?)
     }
 
-    /// Builds the manager from settings; does not contact the engine yet.
+    /// Builds the manager from settings, refusing unsafe ones; does not contact the
+    /// engine yet.
     pub fn new(settings: ContainerSettings) -> anyhow::Result<Self> {
-        if let Some(host) = &settings.docker_host {
-            let schemes = ["unix://", "tcp://", "http://"];
-            ensure!(
-                schemes.iter().any(|s| host.starts_with(s)),
-                "DOCKER_HOST: {host:?} is not unix:///path/to.sock or tcp://host:port"
-            );
-        }
-        if settings.images.is_empty() || !settings.images.contains(&settings.default_image) {
-            bail!("the default image must be one of the offered images");
-        }
+        settings.check()?;
         Ok(Self {
             settings,
             docker: OnceCell::new(),
+            no_disk_limit: AtomicBool::new(false),
         })
     }
 
@@ -248,9 +170,19 @@ impl Container {
     async fn engine(&self) -> Result<&Docker, ManagerError> {
         self.docker
             .get_or_try_init(|| async {
-                let docker = match &self.settings.docker_host {
-                    Some(host) => Docker::connect_with_host(host)?,
-                    None => Docker::connect_with_defaults()?,
+                let docker = match (&self.settings.docker_host, &self.settings.tls_cert_path) {
+                    (Some(host), Some(dir)) if !host.starts_with("unix://") => {
+                        Docker::connect_with_ssl(
+                            host,
+                            &dir.join("key.pem"),
+                            &dir.join("cert.pem"),
+                            &dir.join("ca.pem"),
+                            TLS_TIMEOUT,
+                            bollard::API_DEFAULT_VERSION,
+                        )?
+                    }
+                    (Some(host), _) => Docker::connect_with_host(host)?,
+                    (None, _) => Docker::connect_with_local_defaults()?,
                 };
                 docker.negotiate_version().await
             })
@@ -326,39 +258,165 @@ impl Container {
         }
     }
 
-    /// Creates the booking's container (not started).
+    /// Whether the booking's own network exists; an error if the name is taken by a
+    /// network that is not this booking's.
+    async fn find_network(&self, name: &str, booking: &str) -> Result<bool, ManagerError> {
+        match self.engine().await?.inspect_network(name, None).await {
+            Ok(found) => {
+                let labels = found.labels.as_ref();
+                if labels
+                    .and_then(|l| l.get(BOOKING_LABEL))
+                    .map(String::as_str)
+                    != Some(booking)
+                {
+                    return Err(ManagerError::permanent(format!(
+                        "a network named {name} exists that is not this booking's; \
+                         an operator must remove it"
+                    )));
+                }
+                Ok(true)
+            }
+            Err(e) if status(&e) == Some(404) => Ok(false),
+            Err(e) => Err(engine_error("find the booking's network", e)),
+        }
+    }
+
+    /// Makes the booking's own network unless it exists; its network mode for the
+    /// container either way.
+    async fn network(&self, name: &str, reservation: &Reservation) -> Result<String, ManagerError> {
+        let internal = match &self.settings.network {
+            Network::Mode(mode) => return Ok(mode.clone()),
+            Network::PerBooking { internal } => *internal,
+        };
+        let booking = &reservation.event_id;
+        if self.find_network(name, booking).await? {
+            return Ok(name.to_owned());
+        }
+        let request = NetworkCreateRequest {
+            name: name.to_owned(),
+            driver: Some("bridge".into()),
+            internal: Some(internal),
+            labels: Some(labels(reservation)),
+            ..Default::default()
+        };
+        match self.engine().await?.create_network(request).await {
+            Ok(_) => Ok(name.to_owned()),
+            // Made meanwhile (dockerd answers 409, Podman 500): it is there, which counts.
+            Err(e) => match self.find_network(name, booking).await? {
+                true => Ok(name.to_owned()),
+                false => Err(engine_error("create the booking's network", e)),
+            },
+        }
+    }
+
+    /// Removes the booking's own network if it has one; gone already is fine. It is
+    /// looked for whatever `CONTAINER_NETWORK` says now, so bookings made before it
+    /// changed leave none behind; a network of that name that is not the booking's is an
+    /// error only where the booking should have one.
+    async fn remove_network(&self, name: &str, booking: &str) -> Result<(), ManagerError> {
+        let own = matches!(self.settings.network, Network::PerBooking { .. });
+        match self.find_network(name, booking).await {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
+            Err(_) if !own => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        match self.engine().await?.remove_network(name).await {
+            Err(e) if status(&e) != Some(404) => {
+                Err(engine_error("remove the booking's network", e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Creates the booking's container (not started), with a disk limit unless the
+    /// engine has shown it cannot enforce one.
     async fn create(
         &self,
         engine: &Docker,
         name: &str,
+        network: &str,
         reservation: &Reservation,
         request: &Request,
     ) -> Result<(), EngineError> {
-        let labels = HashMap::from([
-            (BOOKING_LABEL.to_owned(), reservation.event_id.clone()),
-            (USER_LABEL.to_owned(), reservation.user.id.clone()),
-        ]);
+        let disk = self
+            .settings
+            .disk_limit
+            .filter(|_| !self.no_disk_limit.load(Ordering::Relaxed));
+        let body = self.body(name, network, reservation, request, disk);
+        let options = CreateContainerOptionsBuilder::new().name(name).build();
+        match engine.create_container(Some(options.clone()), body).await {
+            Err(e) if disk.is_some() && refuses_disk_limit(&e) => {
+                if !self.no_disk_limit.swap(true, Ordering::Relaxed) {
+                    let driver = storage_driver(engine).await;
+                    tracing::warn!(
+                        error = %e,
+                        "the engine's storage driver ({driver}) cannot limit a container's \
+                         writable layer: containers are made without CONTAINER_DISK_LIMIT"
+                    );
+                }
+                let body = self.body(name, network, reservation, request, None);
+                engine.create_container(Some(options), body).await.map(drop)
+            }
+            created => created.map(drop),
+        }
+    }
+
+    /// What the container is made of: the request, confined (see the module's
+    /// documentation).
+    fn body(
+        &self,
+        name: &str,
+        network: &str,
+        reservation: &Reservation,
+        request: &Request,
+        disk: Option<i64>,
+    ) -> ContainerCreateBody {
         let env = request
             .ssh_key
             .as_ref()
             .map(|key| vec![format!("{SSH_KEY_VARIABLE}={key}")]);
-        let body = ContainerCreateBody {
+        let capabilities = self
+            .settings
+            .capabilities
+            .iter()
+            .map(|c| format!("CAP_{}", capability_name(c)))
+            .collect();
+        ContainerCreateBody {
             image: Some(request.image.clone()),
             hostname: Some(name.chars().take(63).collect()),
-            labels: Some(labels),
+            labels: Some(labels(reservation)),
             env,
             host_config: Some(HostConfig {
                 memory: Some(request.memory),
                 // No swap beyond the memory limit, so the limit means what it says.
                 memory_swap: Some(request.memory),
                 nano_cpus: Some(request.nano_cpus),
-                network_mode: self.settings.network.clone(),
+                network_mode: Some(network.to_owned()),
+                cap_drop: Some(vec!["ALL".into()]),
+                cap_add: Some(capabilities),
+                security_opt: Some(vec!["no-new-privileges".into()]),
+                pids_limit: Some(self.settings.pids_limit),
+                storage_opt: disk.map(|d| HashMap::from([("size".to_owned(), d.to_string())])),
                 ..Default::default()
             }),
             ..Default::default()
-        };
-        let options = CreateContainerOptionsBuilder::new().name(name).build();
-        engine.create_container(Some(options), body).await.map(drop)
+        }
+    }
+
+    /// An engine's refusal to create the container, in words for the user: an image
+    /// missing from the engine is named, as it is the operator's to fix.
+    async fn create_error(&self, engine: &Docker, image: &str, e: EngineError) -> ManagerError {
+        if status(&e) == Some(404)
+            && let Err(missing) = engine.inspect_image(image).await
+            && status(&missing) == Some(404)
+        {
+            return ManagerError::permanent(format!(
+                "the image {image} is not on the container engine; an operator must load it"
+            ))
+            .with_source(e);
+        }
+        engine_error("create the container", e)
     }
 }
 
@@ -372,15 +430,21 @@ impl ResourceManager for Container {
         let engine = self.engine().await?;
         let running = match self.find(&name, booking).await? {
             Some(container) => is_running(&container),
-            None => match self.create(engine, &name, reservation, &request).await {
-                Ok(()) => false,
-                // A concurrent configure may have made it first (dockerd answers 409,
-                // Podman 500): what counts is whether the booking's container exists now.
-                Err(e) => match self.find(&name, booking).await? {
-                    Some(container) => is_running(&container),
-                    None => return Err(engine_error("create the container", e)),
-                },
-            },
+            None => {
+                let network = self.network(&name, reservation).await?;
+                match self
+                    .create(engine, &name, &network, reservation, &request)
+                    .await
+                {
+                    Ok(()) => false,
+                    // A concurrent configure may have made it first (dockerd answers 409,
+                    // Podman 500): what counts is whether the booking's container exists now.
+                    Err(e) => match self.find(&name, booking).await? {
+                        Some(container) => is_running(&container),
+                        None => return Err(self.create_error(engine, &request.image, e).await),
+                    },
+                }
+            }
         };
         if !running {
             engine
@@ -397,7 +461,10 @@ impl ResourceManager for Container {
     #[tracing::instrument(skip_all, fields(booking = %reservation.event_id))]
     async fn release(&self, reservation: &Reservation) -> Result<Outcome, ManagerError> {
         let name = container_name(&reservation.event_id);
-        let Some(container) = self.find(&name, &reservation.event_id).await? else {
+        let booking = &reservation.event_id;
+        let Some(container) = self.find(&name, booking).await? else {
+            // A configure cut short may have made the network only.
+            self.remove_network(&name, booking).await?;
             return Ok(Outcome::new(format!("Your container {name} is gone.")));
         };
         // By id from here on: the name could be reused as soon as it is removed.
@@ -414,11 +481,15 @@ impl ResourceManager for Container {
             .force(true)
             .build();
         match engine.remove_container(&id, Some(remove)).await {
-            Err(e) if status(&e) != Some(404) => Err(engine_error("remove the container", e)),
-            _ => Ok(Outcome::new(format!(
-                "Your container {name} has been removed."
-            ))),
+            Err(e) if status(&e) != Some(404) => {
+                return Err(engine_error("remove the container", e));
+            }
+            _ => {}
         }
+        self.remove_network(&name, booking).await?;
+        Ok(Outcome::new(format!(
+            "Your container {name} has been removed."
+        )))
     }
 
     async fn ready(&self) -> Result<(), ManagerError> {
@@ -428,6 +499,44 @@ impl ResourceManager for Container {
             .await
             .map(drop)
             .map_err(|e| engine_error("answer", e))
+    }
+}
+
+/// The labels of a booking's container and network.
+fn labels(reservation: &Reservation) -> HashMap<String, String> {
+    HashMap::from([
+        (BOOKING_LABEL.to_owned(), reservation.event_id.clone()),
+        (USER_LABEL.to_owned(), reservation.user.id.clone()),
+    ])
+}
+
+/// Whether the engine refused a container for its disk limit (`storage_opt size`),
+/// which its storage driver cannot enforce; dockerd and Podman say so in these words.
+fn refuses_disk_limit(e: &EngineError) -> bool {
+    let EngineError::DockerResponseServerError { message, .. } = e else {
+        return false;
+    };
+    let message = message.to_ascii_lowercase();
+    ["storage-opt", "storage opt", "storageopt", "quota"]
+        .iter()
+        .any(|words| message.contains(words))
+}
+
+/// The engine's storage driver and what it is on, for the log.
+async fn storage_driver(engine: &Docker) -> String {
+    let Ok(info) = engine.info().await else {
+        return "unknown".into();
+    };
+    let backing = info
+        .driver_status
+        .unwrap_or_default()
+        .into_iter()
+        .find(|pair| pair.first().is_some_and(|k| k == "Backing Filesystem"))
+        .and_then(|pair| pair.get(1).cloned());
+    let driver = info.driver.unwrap_or_else(|| "unknown".into());
+    match backing {
+        Some(backing) => format!("{driver} on {backing}"),
+        None => driver,
     }
 }
 
@@ -539,26 +648,18 @@ fn status(e: &EngineError) -> Option<u16> {
     }
 }
 
-/// An engine failure in words for the user: its own message when it refused (4xx, not
-/// worth retrying), a transient error when it failed or could not be reached.
+/// An engine failure in words for the user, without the engine's own text (it can name
+/// the host's paths, drivers and versions): that goes to the log, as the error's source.
 fn engine_error(action: &str, e: EngineError) -> ManagerError {
-    let error = match &e {
-        EngineError::DockerResponseServerError {
-            status_code,
-            message,
-        } => {
-            let message: String = message.chars().take(200).collect();
-            if *status_code >= 500 {
-                ManagerError::transient(format!(
-                    "the container engine failed to {action}: {message}"
-                ))
-            } else {
-                ManagerError::permanent(format!(
-                    "the container engine refused to {action}: {message}"
-                ))
-            }
-        }
-        _ => ManagerError::transient(format!(
+    let error = match status(&e) {
+        Some(500..) => ManagerError::transient(format!(
+            "the container engine failed to {action}; it is tried again"
+        )),
+        Some(_) => ManagerError::permanent(format!(
+            "the container engine refused to {action}; an operator can find why in the \
+             service's log"
+        )),
+        None => ManagerError::transient(format!(
             "the container engine is not reachable (trying to {action})"
         )),
     };

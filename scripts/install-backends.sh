@@ -12,6 +12,7 @@ packages=(
   podman
   runc
   busybox-static
+  openssl
 )
 missing=()
 for p in "${packages[@]}"; do

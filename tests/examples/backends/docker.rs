@@ -4,11 +4,14 @@
 //! (nothing can be pulled). Engines take seconds to start, so the tests of one process
 //! share each one; the last test to drop its handle stops it.
 //!
-//! Nothing is left on the host: dockerd runs without its bridge and iptables rules,
-//! containers get network mode `none` from the tests, and on stop every container is
+//! Nothing is left on the host: each engine runs in a network namespace of its own, so
+//! the bridges, iptables rules and IP forwarding it sets up for the networks it makes
+//! stay there (and dockerd keeps its iptables rules on, which is what keeps one bridge
+//! network from reaching another, as in production); Podman keeps its network
+//! definitions in the temporary directory; on stop every container and network is
 //! removed, leftover mounts under the temporary directory are unmounted, and the few
-//! directories the engines create outside it (`/run/docker`, `/run/runc`, ...) are
-//! removed when they did not exist before.
+//! directories the engines create outside it (`/run/docker`, `/run/runc`,
+//! `/var/lib/cni`, ...) are removed when they did not exist before.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -18,8 +21,8 @@ use std::time::{Duration, Instant};
 use bollard::Docker;
 use tempfile::TempDir;
 
-/// The test image: busybox with `sh`, `sleep`, `env` and `cat`; it sleeps forever and
-/// declares an anonymous volume, to check that release removes it.
+/// The test image: busybox with `sh`, `sleep`, `env`, `cat`, `nc` and `httpd`; it sleeps
+/// forever and declares an anonymous volume, to check that release removes it.
 pub const IMAGE: &str = "localhost/tiny:latest";
 
 /// Which engine serves the API.
@@ -33,7 +36,12 @@ pub enum Kind {
 fn host_paths(kind: Kind) -> &'static [&'static str] {
     match kind {
         Kind::Dockerd => &["/run/docker", "/run/containerd", "/etc/docker"],
-        Kind::Podman => &["/run/runc", "/run/netns", "/var/lib/containers"],
+        Kind::Podman => &[
+            "/run/runc",
+            "/run/netns",
+            "/var/lib/containers",
+            "/var/lib/cni",
+        ],
     }
 }
 
@@ -51,6 +59,16 @@ pub struct Engine {
     process: Child,
     /// Host paths this engine created, removed when it stops.
     created: Vec<PathBuf>,
+    /// The engine's TLS endpoint, if it has one.
+    pub tls: Option<TlsEndpoint>,
+}
+
+/// An engine's API over TCP with TLS, verifying clients as `dockerd --tlsverify` does.
+pub struct TlsEndpoint {
+    /// The address, as `DOCKER_HOST` takes it: `tcp://127.0.0.1:port`.
+    pub host: String,
+    /// A client's `ca.pem`, `cert.pem` and `key.pem`, as `DOCKER_CERT_PATH` takes them.
+    pub cert_path: PathBuf,
 }
 
 impl Engine {
@@ -62,6 +80,14 @@ impl Engine {
     /// The shared Podman service, started if no test holds it.
     pub fn podman() -> Arc<Self> {
         shared(&PODMAN, Kind::Podman)
+    }
+
+    /// A dockerd of its own that also serves the API over TCP with TLS on loopback. It
+    /// runs in the host's network namespace, so the tests can reach that port: it makes
+    /// no bridge, iptables rule or IP forwarding there, and the tests give its containers
+    /// no network.
+    pub fn dockerd_over_tls() -> Arc<Self> {
+        Arc::new(Self::start(Kind::Dockerd, true))
     }
 
     /// A client of this engine, speaking an API version it knows.
@@ -82,7 +108,7 @@ impl Engine {
             .expect("docker runs")
     }
 
-    fn start(kind: Kind) -> Self {
+    fn start(kind: Kind, tls: bool) -> Self {
         match kind {
             Kind::Dockerd => super::require("dockerd", "docker.io"),
             Kind::Podman => {
@@ -104,8 +130,12 @@ impl Engine {
             .expect("a temporary directory");
         let path = |name: &str| dir.path().join(name);
         let log = std::fs::File::create(path("engine.log")).expect("a log file");
+        let tls = tls.then(|| TlsEndpoint {
+            host: format!("tcp://127.0.0.1:{}", free_port()),
+            cert_path: certificates(dir.path()),
+        });
         let mut command = match kind {
-            Kind::Dockerd => dockerd(dir.path()),
+            Kind::Dockerd => dockerd(dir.path(), tls.as_ref()),
             Kind::Podman => podman(dir.path()),
         };
         let process = command
@@ -121,6 +151,7 @@ impl Engine {
             dir,
             process,
             created,
+            tls,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !engine.cli(&["version"]).status.success() {
@@ -139,7 +170,7 @@ impl Engine {
         let bin = self.dir.path().join("rootfs/bin");
         std::fs::create_dir_all(&bin).expect("a rootfs directory");
         std::fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox is copied");
-        for applet in ["sh", "sleep", "env", "cat"] {
+        for applet in ["sh", "sleep", "env", "cat", "nc", "httpd"] {
             std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("an applet link");
         }
         let mut tar = Command::new("tar")
@@ -165,7 +196,8 @@ impl Engine {
         );
     }
 
-    /// Removes every container, so no container process outlives the engine.
+    /// Removes every container, so no container process outlives the engine, then every
+    /// network the tests made, so no bridge outlives it.
     fn remove_containers(&self) {
         let listed = self.cli(&["ps", "--all", "--quiet"]);
         let ids = String::from_utf8_lossy(&listed.stdout).into_owned();
@@ -175,6 +207,7 @@ impl Engine {
             args.extend(ids);
             self.cli(&args);
         }
+        self.cli(&["network", "prune", "--force"]);
     }
 
     /// Stops the engine: SIGTERM, then SIGKILL if it takes longer than 30 s.
@@ -211,19 +244,35 @@ fn shared(slot: &Mutex<Weak<Engine>>, kind: Kind) -> Arc<Engine> {
     if let Some(engine) = slot.upgrade() {
         return engine;
     }
-    let engine = Arc::new(Engine::start(kind));
+    let engine = Arc::new(Engine::start(kind, false));
     *slot = Arc::downgrade(&engine);
     engine
 }
 
-/// dockerd without the `docker0` bridge and iptables rules it would leave behind; its
-/// key file (else `/etc/docker/key.json`) goes in `dir` through the config file.
-fn dockerd(dir: &Path) -> Command {
+/// dockerd in a network namespace of its own, without the `docker0` bridge (the tests
+/// make their networks); its key file (else `/etc/docker/key.json`) goes in `dir` through
+/// the config file. With `tls`, in the host's namespace, touching none of its networking.
+fn dockerd(dir: &Path, tls: Option<&TlsEndpoint>) -> Command {
     let config = dir.join("daemon.json");
     let key = dir.join("key.json");
     let json = serde_json::json!({"deprecated-key-path": key});
     std::fs::write(&config, json.to_string()).expect("a daemon.json");
-    let mut command = Command::new("dockerd");
+    let mut command = match tls {
+        None => in_own_network_namespace("dockerd"),
+        Some(tls) => {
+            let mut command = Command::new("dockerd");
+            command
+                .args(["--iptables=false", "--ip-forward=false", "--tlsverify"])
+                .args(["-H", &tls.host])
+                .arg("--tlscacert")
+                .arg(dir.join("tls/ca.pem"))
+                .arg("--tlscert")
+                .arg(dir.join("tls/server-cert.pem"))
+                .arg("--tlskey")
+                .arg(dir.join("tls/server-key.pem"));
+            command
+        }
+    };
     command
         .arg("--config-file")
         .arg(&config)
@@ -235,20 +284,27 @@ fn dockerd(dir: &Path) -> Command {
         .arg(dir.join("dockerd.pid"))
         .arg("-H")
         .arg(format!("unix://{}", dir.join("engine.sock").display()))
-        .args(["--iptables=false", "--bridge=none"]);
+        .arg("--bridge=none");
     command
 }
 
-/// Podman's API service with runc (crun cannot set rlimits in this sandbox), fixed
-/// ulimits, no systemd, and its storage and temporary files in `dir`.
+/// Podman's API service in a network namespace of its own, with runc (crun cannot set
+/// rlimits in this sandbox), fixed ulimits, no systemd, and its storage, network
+/// definitions and temporary files in `dir`.
 fn podman(dir: &Path) -> Command {
     let tmp = dir.join("tmp");
     std::fs::create_dir_all(&tmp).expect("a tmp directory");
+    // Else Podman writes the networks it makes to /etc/cni/net.d.
+    let networks = dir.join("networks");
+    std::fs::create_dir_all(&networks).expect("a networks directory");
     let config = dir.join("containers.conf");
     let text = format!(
         r#"[containers]
 default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
 netns = "none"
+
+[network]
+network_config_dir = "{networks}"
 
 [engine]
 runtime = "runc"
@@ -256,10 +312,11 @@ cgroup_manager = "cgroupfs"
 events_logger = "file"
 image_copy_tmp_dir = "{tmp}"
 "#,
-        tmp = tmp.display()
+        tmp = tmp.display(),
+        networks = networks.display(),
     );
     std::fs::write(&config, text).expect("a containers.conf");
-    let mut command = Command::new("podman");
+    let mut command = in_own_network_namespace("podman");
     command
         .env("CONTAINERS_CONF", &config)
         .env("TMPDIR", &tmp)
@@ -271,6 +328,15 @@ image_copy_tmp_dir = "{tmp}"
         .arg(&tmp)
         .args(["system", "service", "--time=0"])
         .arg(format!("unix://{}", dir.join("engine.sock").display()));
+    command
+}
+
+/// `program`, run in a new network namespace: what it sets up there (bridges, iptables
+/// rules, `ip_forward`) goes when it and its children exit. It still serves the API on a
+/// Unix socket, which does not belong to a network namespace.
+fn in_own_network_namespace(program: &str) -> Command {
+    let mut command = Command::new("unshare");
+    command.args(["--net", "--", program]);
     command
 }
 
@@ -302,4 +368,86 @@ fn unmount_under(path: &Path) {
     for point in points {
         let _ = Command::new("umount").arg("--lazy").arg(point).status();
     }
+}
+
+/// A TCP port nobody listens on just now.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("its address").port()
+}
+
+/// A certificate authority, a server certificate for 127.0.0.1 and a client certificate,
+/// made with `openssl` in `dir/tls`; the client's files, as `DOCKER_CERT_PATH` takes them.
+fn certificates(dir: &Path) -> PathBuf {
+    super::require("openssl", "openssl");
+    let tls = dir.join("tls");
+    std::fs::create_dir_all(&tls).expect("a tls directory");
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .current_dir(&tls)
+            .args(args)
+            .output()
+            .expect("openssl runs");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    let key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let ca = [
+        "-keyout",
+        "ca-key.pem",
+        "-out",
+        "ca.pem",
+        "-subj",
+        "/CN=test CA",
+        "-days",
+        "1",
+    ];
+    openssl(&[&["req", "-x509"], &key[..], &ca[..]].concat());
+    for (name, subject, extensions) in [
+        (
+            "server",
+            "/CN=127.0.0.1",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth",
+        ),
+        ("client", "/CN=client", "extendedKeyUsage=clientAuth"),
+    ] {
+        let (cert, key_file) = match name {
+            "server" => ("server-cert.pem", "server-key.pem"),
+            _ => ("cert.pem", "key.pem"),
+        };
+        let csr = format!("{name}.csr");
+        let ext = format!("{name}.ext");
+        std::fs::write(tls.join(&ext), extensions).expect("an extensions file");
+        openssl(
+            &[
+                &["req"],
+                &key[..],
+                &["-keyout", key_file, "-out", &csr, "-subj", subject],
+            ]
+            .concat(),
+        );
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-out",
+            cert,
+            "-extfile",
+            &ext,
+        ]);
+    }
+    tls
 }

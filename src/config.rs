@@ -44,6 +44,16 @@ pub struct Config {
     pub keys: Option<Keys>,
     /// Largest body accepted, in bytes; larger ones get 413.
     pub max_body_bytes: usize,
+    /// How long a request's line and headers may take to arrive.
+    pub header_timeout: Duration,
+    /// How long a request's body may take to arrive after its headers (408 beyond it).
+    pub body_timeout: Duration,
+    /// How long a connection may go without a byte either way before it is closed.
+    pub idle_timeout: Duration,
+    /// Deliveries (`POST /webhook`, `POST /waldur`) handled at once; more get 503.
+    pub max_concurrent_requests: usize,
+    /// Connections open at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
     /// Where results are reported to the user, if anywhere.
     pub notification: Option<Endpoint>,
     /// Where each processed event is recorded for the audit log, if anywhere.
@@ -110,6 +120,11 @@ struct Raw {
     allow_unsigned: bool,
     #[serde(default = "default_max_body")]
     max_body_bytes: usize,
+    header_timeout: Option<String>,
+    body_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    max_concurrent_requests: Option<String>,
+    max_connections: Option<String>,
     notification_endpoint: Option<String>,
     notification_timeout: Option<String>,
     webhook_log_endpoint: Option<String>,
@@ -141,8 +156,9 @@ fn default_host() -> String {
 fn default_port() -> u16 {
     8080
 }
+/// The senders' bodies are 1–3 KB; every request in flight may hold this much.
 fn default_max_body() -> usize {
-    1024 * 1024
+    64 * 1024
 }
 fn default_log_level() -> String {
     "info".into()
@@ -161,6 +177,14 @@ pub const SENDER_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_PROCESSING_BUDGET: Duration = Duration::from_secs(5);
 const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(1);
+const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Above the sender's timeout: a connection waiting for its reply sends nothing meanwhile.
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// With the default `MAX_BODY_BYTES`, at most 16 MiB of bodies held at once.
+const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 256;
+/// Each open connection holds buffers of a few KiB, and its headers up to 16 KiB.
+const DEFAULT_MAX_CONNECTIONS: usize = 512;
 /// END comes up to about a minute after the booking's end; ten minutes leaves room.
 const DEFAULT_RELEASE_GRACE: Duration = Duration::from_secs(600);
 /// The Standard Webhooks convention; START is sent a few minutes before the booking.
@@ -227,6 +251,29 @@ impl Raw {
         if self.max_body_bytes == 0 {
             return Err(ConfigError("MAX_BODY_BYTES must be at least 1".into()));
         }
+        let idle_timeout =
+            duration("IDLE_TIMEOUT", self.idle_timeout.take())?.unwrap_or(DEFAULT_IDLE_TIMEOUT);
+        if idle_timeout < SENDER_TIMEOUT {
+            return Err(ConfigError(format!(
+                "IDLE_TIMEOUT: {} is below the sender's {}s timeout; a connection waiting for \
+                 its reply would be closed",
+                humantime::format_duration(idle_timeout),
+                SENDER_TIMEOUT.as_secs()
+            )));
+        }
+        let max_concurrent_requests = count(
+            "MAX_CONCURRENT_REQUESTS",
+            self.max_concurrent_requests.take(),
+        )?
+        .unwrap_or(DEFAULT_MAX_CONCURRENT_REQUESTS);
+        let max_connections = count("MAX_CONNECTIONS", self.max_connections.take())?
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS.max(max_concurrent_requests + 16));
+        if max_connections <= max_concurrent_requests {
+            return Err(ConfigError(format!(
+                "MAX_CONNECTIONS ({max_connections}) must be above MAX_CONCURRENT_REQUESTS \
+                 ({max_concurrent_requests}), so that /healthz and /readyz still get through"
+            )));
+        }
         let log_format = match self.log_format.to_ascii_lowercase().as_str() {
             "json" => LogFormat::Json,
             "pretty" => LogFormat::Pretty,
@@ -247,6 +294,13 @@ impl Raw {
             resource_type,
             keys,
             max_body_bytes: self.max_body_bytes,
+            header_timeout: duration("HEADER_TIMEOUT", self.header_timeout)?
+                .unwrap_or(DEFAULT_HEADER_TIMEOUT),
+            body_timeout: duration("BODY_TIMEOUT", self.body_timeout)?
+                .unwrap_or(DEFAULT_BODY_TIMEOUT),
+            idle_timeout,
+            max_concurrent_requests,
+            max_connections,
             notification: endpoint(
                 "NOTIFICATION_ENDPOINT",
                 self.notification_endpoint,
@@ -441,6 +495,17 @@ fn budget(value: Option<String>) -> Result<Duration, ConfigError> {
     Ok(budget)
 }
 
+/// Reads a whole number of at least 1.
+fn count(name: &str, value: Option<String>) -> Result<Option<usize>, ConfigError> {
+    let Some(text) = value else { return Ok(None) };
+    match text.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(Some(n)),
+        _ => Err(ConfigError(format!(
+            "{name}: {text:?} is not a whole number of at least 1"
+        ))),
+    }
+}
+
 /// Reads a duration such as `5s`, `500ms` or `2m`; a bare number means seconds.
 fn duration(name: &str, value: Option<String>) -> Result<Option<Duration>, ConfigError> {
     let Some(value) = value else { return Ok(None) };
@@ -522,7 +587,10 @@ mod tests {
         let c = config(&[("WEBHOOK_SECRET", "s")]).unwrap();
         assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
         assert_eq!(c.resource_type, DEFAULT_RESOURCE_TYPE.trim());
-        assert_eq!(c.max_body_bytes, 1 << 20);
+        assert_eq!(c.max_body_bytes, 64 << 10);
+        assert_eq!(c.max_concurrent_requests, 256);
+        assert_eq!(c.max_connections, 512);
+        assert_eq!(c.idle_timeout, Duration::from_secs(60));
         assert_eq!(c.log_format, LogFormat::Json);
         assert!(c.notification.is_none());
         assert!(matches!(&c.ledger, LedgerConfig::Embedded { dir } if dir.ends_with("data")));
@@ -575,6 +643,14 @@ mod tests {
             (vec![("LOG_LEVEL", "info,[")], "LOG_LEVEL"),
             (vec![("ALLOW_UNSIGNED", "yes please")], "ALLOW_UNSIGNED"),
             (vec![("MAX_BODY_BYTES", "0")], "MAX_BODY_BYTES"),
+            (vec![("HEADER_TIMEOUT", "0s")], "HEADER_TIMEOUT"),
+            (vec![("BODY_TIMEOUT", "slow")], "BODY_TIMEOUT"),
+            (vec![("IDLE_TIMEOUT", "5s")], "IDLE_TIMEOUT"),
+            (vec![("MAX_CONCURRENT_REQUESTS", "0")], "MAX_CONCURRENT_REQUESTS"),
+            (
+                vec![("MAX_CONCURRENT_REQUESTS", "64"), ("MAX_CONNECTIONS", "64")],
+                "MAX_CONNECTIONS",
+            ),
             (vec![("PROCESSING_BUDGET", "10s")], "PROCESSING_BUDGET"),
             (vec![("PROCESSING_BUDGET", "soon")], "PROCESSING_BUDGET"),
             (vec![("MAX_ATTEMPTS", "0")], "MAX_ATTEMPTS"),

@@ -19,6 +19,7 @@
 //! - [`report`], [`outbox`]: notifications and audit-log entries for the reservation
 //!   system, stored with the results and delivered with retries.
 //! - [`admin`]: `GET /bookings/{id}`, a booking's state and history.
+//! - [`limits`]: connections, header and body time and size: what one client may hold.
 //! - [`reply`]: the JSON reply format.
 //! - [`config`], [`telemetry`], [`metrics`], [`startup`], [`cli`]: settings, logs, metrics,
 //!   wiring, and the command line.
@@ -29,6 +30,7 @@ pub mod cli;
 pub mod config;
 pub mod dispatch;
 pub mod hook;
+pub mod limits;
 pub mod ledger;
 pub mod manager;
 pub mod metrics;

@@ -5,6 +5,7 @@ mod contract;
 mod helpers;
 mod hook;
 mod lifecycle;
+mod limits;
 mod outbox;
 mod presets;
 mod replay;

@@ -4,8 +4,8 @@
 //! A delivery goes through six gates in order, each with its own status: it must find one
 //! of `MAX_CONCURRENT_REQUESTS` free (503), its body is read within the size limit (413)
 //! and `BODY_TIMEOUT` (408), its signature is checked on the raw bytes (401), it is parsed
-//! (400), a booking event's signed timestamp must be within `REPLAY_TOLERANCE` (409), and
-//! only then does it reach [`dispatch`](crate::dispatch), or
+//! (400), its signed timestamp, if it has one (a booking event must), must be within
+//! `REPLAY_TOLERANCE` (409), and only then does it reach [`dispatch`](crate::dispatch), or
 //! the manager's [hook](crate::hook) for other events. A Waldur delivery is admitted by its
 //! address (403) and token (401) before its body is read, and has no signature or timestamp
 //! to check. The health and metrics endpoints take no permit, so they answer while the
@@ -241,11 +241,19 @@ async fn receive(req: &Request, body: Body, state: Arc<AppState>) -> Reply {
     match delivery {
         Delivery::Ignored { event_type, reason } => {
             tracing::Span::current().record("event_type", event_type.as_str());
+            if let Err(reply) = fresh_if_dated(&state, &bytes) {
+                state.metrics.delivery(&event_type, reply.body.status);
+                return reply;
+            }
             state.metrics.delivery(&event_type, "ignored");
             Reply::ok("ignored", reason)
         }
         Delivery::Other { event_type, reason } => {
             tracing::Span::current().record("event_type", event_type.as_str());
+            if let Err(reply) = fresh_if_dated(&state, &bytes) {
+                state.metrics.delivery(&event_type, reply.body.status);
+                return reply;
+            }
             hook::offer(state, Source::ReservationSystem, event_type, reason, bytes).await
         }
         Delivery::Booking {
@@ -276,6 +284,33 @@ async fn receive(req: &Request, body: Body, state: Arc<AppState>) -> Reply {
             };
             run_booking(state, event).await
         }
+    }
+}
+
+/// The replay check for a body other than a booking event: one that carries a signed
+/// `timestamp` is refused outside `REPLAY_TOLERANCE` as a booking event is, so a recorded
+/// ping or update cannot be played back to the manager's hook either.
+fn fresh_if_dated(state: &AppState, body: &[u8]) -> Result<(), Reply> {
+    #[derive(serde::Deserialize)]
+    struct Dated {
+        timestamp: Option<chrono::DateTime<chrono::Utc>>,
+    }
+    if state.config.replay_tolerance.is_none() {
+        return Ok(());
+    }
+    let sent_at = serde_json::from_slice::<Dated>(body)
+        .map_err(|e| {
+            Reply::new(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                format!("field timestamp: {e}"),
+            )
+        })?
+        .timestamp;
+    match sent_at {
+        None => Ok(()),
+        Some(_) => dispatch::check_fresh(sent_at, state.config.replay_tolerance, chrono::Utc::now())
+            .inspect_err(|reply| tracing::warn!(message = %reply.body.message, "replay refused")),
     }
 }
 

@@ -167,6 +167,38 @@ fn default_log_format() -> String {
     "json".into()
 }
 
+/// The shortest signing key accepted: HMAC-SHA256's own size, and what the back end issues.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Whether a secret is text from an example or a document rather than a secret: the
+/// `.env.example` value, a `<...>` stand-in, or a word such as `secret`.
+pub fn is_placeholder(secret: &str) -> bool {
+    const WORDS: [&str; 12] = [
+        "change-me",
+        "changeme",
+        "change_me",
+        "replace-me",
+        "replaceme",
+        "secret",
+        "example",
+        "password",
+        "webhook-secret",
+        "your-secret",
+        "test",
+        "todo",
+    ];
+    let text = secret.trim().to_ascii_lowercase();
+    let stand_in = text.starts_with('<') && text.ends_with('>');
+    let one_char = text.chars().all(|c| Some(c) == text.chars().next());
+    text.is_empty()
+        || stand_in
+        || one_char
+        || WORDS.contains(&text.as_str())
+        || ["change-me", "changeme", "change_me", "replace-me"]
+            .iter()
+            .any(|w| text.contains(w))
+}
+
 /// Time a report-back request may take, unless configured.
 const DEFAULT_REPORT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time in-flight work gets on shutdown; Kubernetes' default grace period is 30 s.
@@ -440,7 +472,13 @@ impl Raw {
             if secret.is_empty() {
                 return Err(ConfigError(format!("{name} is empty")));
             }
-            keys.push(if decode_base64 {
+            if is_placeholder(secret) {
+                return Err(ConfigError(format!(
+                    "{name} is a placeholder, not a secret: set it to this webhook's secret in \
+                     the reservation system"
+                )));
+            }
+            let key = if decode_base64 {
                 base64::engine::general_purpose::STANDARD
                     .decode(secret)
                     .map_err(|_| {
@@ -454,7 +492,16 @@ impl Raw {
                     })?
             } else {
                 secret.as_bytes().to_vec()
-            });
+            };
+            if key.len() < MIN_SECRET_BYTES {
+                return Err(ConfigError(format!(
+                    "{name} is {} bytes{}: a secret needs at least {MIN_SECRET_BYTES} (the \
+                     reservation system issues 32 random bytes as Base64)",
+                    key.len(),
+                    if decode_base64 { " once decoded" } else { "" },
+                )));
+            }
+            keys.push(key);
         }
         Ok(Some(Keys::new(keys).with_preset(preset)))
     }
@@ -584,7 +631,7 @@ mod tests {
 
     #[test]
     fn defaults_apply_when_only_the_secret_is_set() {
-        let c = config(&[("WEBHOOK_SECRET", "s")]).unwrap();
+        let c = config(&[("WEBHOOK_SECRET", "test-secret-of-at-least-32-bytes-long")]).unwrap();
         assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
         assert_eq!(c.resource_type, DEFAULT_RESOURCE_TYPE.trim());
         assert_eq!(c.max_body_bytes, 64 << 10);
@@ -602,7 +649,7 @@ mod tests {
     #[test]
     fn a_ledger_url_selects_postgres_and_never_appears_in_debug_output() {
         let c = config(&[
-            ("WEBHOOK_SECRET", "s"),
+            ("WEBHOOK_SECRET", "test-secret-of-at-least-32-bytes-long"),
             ("LEDGER_URL", "postgres://hook:hunter2@db:5432/hook"),
             ("REPLAY_TOLERANCE", "off"),
         ])
@@ -707,7 +754,7 @@ mod tests {
         ] {
             let mut vars = vars;
             if !vars.iter().any(|(k, _)| k.starts_with("WEBHOOK_SECRET")) {
-                vars.push(("WEBHOOK_SECRET", "s"));
+                vars.push(("WEBHOOK_SECRET", "test-secret-of-at-least-32-bytes-long"));
             } else {
                 vars.push(("WEBHOOK_SECRET", "not base64!"));
             }
@@ -720,12 +767,12 @@ mod tests {
     fn secrets_are_read_from_files_and_never_shown() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secret");
-        std::fs::write(&path, "from-file\n").unwrap();
+        std::fs::write(&path, "from-file-and-at-least-32-bytes-long\n").unwrap();
         let c = config(&[("WEBHOOK_SECRET_FILE", path.to_str().unwrap())]).unwrap();
         let keys = c.keys.unwrap();
         assert_eq!(
             keys.sign(b"x"),
-            Keys::new(vec![b"from-file".to_vec()]).sign(b"x")
+            Keys::new(vec![b"from-file-and-at-least-32-bytes-long".to_vec()]).sign(b"x")
         );
         assert!(!format!("{keys:?}").contains("from-file"));
 
@@ -738,14 +785,60 @@ mod tests {
     #[test]
     fn base64_secrets_are_decoded_only_when_asked() {
         let c = config(&[
-            ("WEBHOOK_SECRET", "c2VjcmV0"),
+            (
+                "WEBHOOK_SECRET",
+                "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+            ),
             ("WEBHOOK_SECRET_ENCODING", "base64"),
         ])
         .unwrap();
         assert_eq!(
             c.keys.unwrap().sign(b"x"),
-            Keys::new(vec![b"secret".to_vec()]).sign(b"x")
+            Keys::new(vec![b"0123456789abcdef0123456789abcdef".to_vec()]).sign(b"x")
         );
+    }
+
+    #[test]
+    fn placeholders_and_short_secrets_are_refused_naming_the_variable() {
+        let strong = "k9Vd3xQ2mT7pL0sR8wY4uB6nH1cJ5fZaE3gK7iO2qX0=";
+        for (vars, expected) in [
+            (vec![("WEBHOOK_SECRET", "change-me")], "WEBHOOK_SECRET is a placeholder"),
+            (vec![("WEBHOOK_SECRET", "Secret")], "WEBHOOK_SECRET is a placeholder"),
+            (
+                vec![(
+                    "WEBHOOK_SECRET",
+                    "<the webhook secret set in the reservation system>",
+                )],
+                "WEBHOOK_SECRET is a placeholder",
+            ),
+            (
+                vec![("WEBHOOK_SECRET", "please-change-me-before-going-to-production")],
+                "WEBHOOK_SECRET is a placeholder",
+            ),
+            (
+                vec![("WEBHOOK_SECRET", "short-but-not-a-placeholder")],
+                "WEBHOOK_SECRET is 27 bytes: a secret needs at least 32",
+            ),
+            (
+                vec![
+                    ("WEBHOOK_SECRET", strong),
+                    ("WEBHOOK_PREVIOUS_SECRETS", "an-old-and-short-one"),
+                ],
+                "WEBHOOK_PREVIOUS_SECRETS is 20 bytes",
+            ),
+            (
+                // 32 characters, but 24 bytes once decoded.
+                vec![
+                    ("WEBHOOK_SECRET", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3"),
+                    ("WEBHOOK_SECRET_ENCODING", "base64"),
+                ],
+                "WEBHOOK_SECRET is 24 bytes once decoded",
+            ),
+        ] {
+            let err = config(&vars).unwrap_err().to_string();
+            assert!(err.contains(expected), "{vars:?}: {err}");
+        }
+        assert!(config(&[("WEBHOOK_SECRET", strong)]).is_ok());
     }
 
     #[test]

@@ -20,6 +20,7 @@
 //!   system, stored with the results and delivered with retries.
 //! - [`admin`]: `GET /bookings/{id}`, a booking's state and history.
 //! - [`limits`]: connections, header and body time and size: what one client may hold.
+//! - [`local`]: `.env` for local runs, and a strong secret when it has none.
 //! - [`reply`]: the JSON reply format.
 //! - [`config`], [`telemetry`], [`metrics`], [`startup`], [`cli`]: settings, logs, metrics,
 //!   wiring, and the command line.
@@ -31,6 +32,7 @@ pub mod config;
 pub mod dispatch;
 pub mod hook;
 pub mod limits;
+pub mod local;
 pub mod ledger;
 pub mod manager;
 pub mod metrics;

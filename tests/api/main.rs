@@ -6,6 +6,7 @@ mod helpers;
 mod hook;
 mod lifecycle;
 mod limits;
+mod local_run;
 mod outbox;
 mod presets;
 mod replay;

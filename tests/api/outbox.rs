@@ -20,7 +20,7 @@ fn start_of(id: &str) -> Vec<u8> {
 /// The settings the `outbox` command would read next to `app`.
 fn cli_config(app: &TestApp) -> Config {
     Config::from_vars([
-        ("WEBHOOK_SECRET", "s".to_owned()),
+        ("WEBHOOK_SECRET", "test-secret-of-at-least-32-bytes-long".to_owned()),
         ("DATA_DIR", app.data_dir.display().to_string()),
     ])
     .unwrap()

@@ -126,6 +126,8 @@ struct Raw {
     max_concurrent_requests: Option<String>,
     max_connections: Option<String>,
     notification_endpoint: Option<String>,
+    #[serde(default)]
+    allow_insecure_reports: bool,
     notification_timeout: Option<String>,
     webhook_log_endpoint: Option<String>,
     webhook_log_timeout: Option<String>,
@@ -338,12 +340,14 @@ impl Raw {
                 self.notification_endpoint,
                 "NOTIFICATION_TIMEOUT",
                 self.notification_timeout,
+                self.allow_insecure_reports,
             )?,
             webhook_log: endpoint(
                 "WEBHOOK_LOG_ENDPOINT",
                 self.webhook_log_endpoint,
                 "WEBHOOK_LOG_TIMEOUT",
                 self.webhook_log_timeout,
+                self.allow_insecure_reports,
             )?,
             shutdown_timeout: duration("SHUTDOWN_TIMEOUT", self.shutdown_timeout)?
                 .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
@@ -512,6 +516,7 @@ fn endpoint(
     url: Option<String>,
     timeout_name: &str,
     timeout: Option<String>,
+    allow_insecure: bool,
 ) -> Result<Option<Endpoint>, ConfigError> {
     let timeout = duration(timeout_name, timeout)?.unwrap_or(DEFAULT_REPORT_TIMEOUT);
     let Some(url) = url else { return Ok(None) };
@@ -522,10 +527,33 @@ fn endpoint(
             "{name}: {url:?} must be an http or https URL"
         )));
     }
+    // Reports carry the user's results and the webhook's signature: in the clear, anyone
+    // on the path reads them, so only loopback may be plain without saying so.
+    if parsed.scheme() == "http" && !allow_insecure && !is_loopback(&parsed) {
+        return Err(ConfigError(format!(
+            "{name}: {url:?} is plain http: use https, or set ALLOW_INSECURE_REPORTS=true to \
+             send reports unencrypted on a network you trust"
+        )));
+    }
     Ok(Some(Endpoint {
         url: parsed,
         timeout,
     }))
+}
+
+/// Whether a URL's host is this machine: 127.0.0.0/8, ::1 or localhost.
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => {
+            let name = host.trim_end_matches('.').to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
+        }
+    }
 }
 
 /// `PROCESSING_BUDGET`: positive and below the sender's timeout.
@@ -681,6 +709,14 @@ mod tests {
             (
                 vec![("WEBHOOK_LOG_ENDPOINT", "ftp://x/")],
                 "WEBHOOK_LOG_ENDPOINT",
+            ),
+            (
+                vec![("NOTIFICATION_ENDPOINT", "http://reservations.example.org/n")],
+                "NOTIFICATION_ENDPOINT: \"http://reservations.example.org/n\" is plain http",
+            ),
+            (
+                vec![("WEBHOOK_LOG_ENDPOINT", "http://10.0.0.1/log")],
+                "ALLOW_INSECURE_REPORTS=true",
             ),
             (
                 vec![("NOTIFICATION_TIMEOUT", "soon")],
@@ -839,6 +875,28 @@ mod tests {
             assert!(err.contains(expected), "{vars:?}: {err}");
         }
         assert!(config(&[("WEBHOOK_SECRET", strong)]).is_ok());
+    }
+
+    #[test]
+    fn plain_http_reports_need_loopback_or_an_explicit_setting() {
+        let secret = ("WEBHOOK_SECRET", "test-secret-of-at-least-32-bytes-long");
+        for url in [
+            "http://127.0.0.1:9000/n",
+            "http://127.8.0.1/n",
+            "http://[::1]:9000/n",
+            "http://localhost/n",
+            "https://reservations.example.org/n",
+        ] {
+            let c = config(&[secret, ("NOTIFICATION_ENDPOINT", url)]).unwrap();
+            assert!(c.notification.is_some(), "{url}");
+        }
+        let c = config(&[
+            secret,
+            ("NOTIFICATION_ENDPOINT", "http://backend.internal/n"),
+            ("ALLOW_INSECURE_REPORTS", "true"),
+        ])
+        .unwrap();
+        assert_eq!(c.notification.unwrap().url.scheme(), "http");
     }
 
     #[test]

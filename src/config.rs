@@ -355,22 +355,8 @@ impl Raw {
             log_format,
             ledger: match self.ledger_url {
                 Some(url) => {
-                    let parsed = url
-                        .expose_secret()
-                        .parse::<tokio_postgres::Config>()
-                        .map_err(|e| {
-                            ConfigError(format!(
-                                "LEDGER_URL is not a PostgreSQL URL such as \
-                                 postgres://user:password@host:5432/webhook ({e})"
-                            ))
-                        })?;
-                    if parsed.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-                        return Err(ConfigError(
-                            "LEDGER_URL asks for sslmode=require, but the ledger connects \
-                             without TLS: use sslmode=disable or prefer, on a network you trust"
-                                .into(),
-                        ));
-                    }
+                    crate::ledger_tls::parse(url.expose_secret())
+                        .map_err(|e| ConfigError(format!("LEDGER_URL: {e}")))?;
                     LedgerConfig::Postgres { url }
                 }
                 None => LedgerConfig::Embedded {

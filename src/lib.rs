@@ -15,6 +15,7 @@
 //! - [`payload`]: both wire shapes into one [`reservation::Reservation`], or a reason to ignore.
 //! - [`dispatch`]: records what a delivery asks for, waits for the result, replies.
 //! - [`ledger`]: every booking's desired and actual state, durable (SQLite or PostgreSQL).
+//! - [`ledger_tls`]: TLS of the PostgreSQL ledger, as `sslmode` in `LEDGER_URL` asks.
 //! - [`reconcile`]: drives bookings to their desired state: claims, retries, the sweeper.
 //! - [`report`], [`outbox`]: notifications and audit-log entries for the reservation
 //!   system, stored with the results and delivered with retries.
@@ -34,6 +35,7 @@ pub mod hook;
 pub mod limits;
 pub mod local;
 pub mod ledger;
+pub mod ledger_tls;
 pub mod manager;
 pub mod metrics;
 pub mod outbox;

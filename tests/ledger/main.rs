@@ -11,6 +11,7 @@ mod crash;
 mod postgres;
 mod startup;
 mod storm;
+mod tls;
 mod suite;
 
 /// The suite on the embedded ledger: two connections to one SQLite file.

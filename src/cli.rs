@@ -136,9 +136,7 @@ pub async fn send(config: &Config, args: SendArgs) -> anyhow::Result<()> {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .context("cannot build the HTTP client")?;
-    let mut request = client
-        .post(&url)
-        .header("content-type", "application/json");
+    let mut request = client.post(&url).header("content-type", "application/json");
     if let Some(keys) = &config.keys {
         let (name, value) = keys.signature_header(&body);
         request = request.header(name, value);

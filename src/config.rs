@@ -191,7 +191,7 @@ pub fn is_placeholder(secret: &str) -> bool {
     ];
     let text = secret.trim().to_ascii_lowercase();
     let stand_in = text.starts_with('<') && text.ends_with('>');
-    let one_char = text.chars().all(|c| Some(c) == text.chars().next());
+    let one_char = text.chars().all(|c| text.starts_with(c));
     text.is_empty()
         || stand_in
         || one_char
@@ -715,7 +715,10 @@ mod tests {
             (vec![("HEADER_TIMEOUT", "0s")], "HEADER_TIMEOUT"),
             (vec![("BODY_TIMEOUT", "slow")], "BODY_TIMEOUT"),
             (vec![("IDLE_TIMEOUT", "5s")], "IDLE_TIMEOUT"),
-            (vec![("MAX_CONCURRENT_REQUESTS", "0")], "MAX_CONCURRENT_REQUESTS"),
+            (
+                vec![("MAX_CONCURRENT_REQUESTS", "0")],
+                "MAX_CONCURRENT_REQUESTS",
+            ),
             (
                 vec![("MAX_CONCURRENT_REQUESTS", "64"), ("MAX_CONNECTIONS", "64")],
                 "MAX_CONNECTIONS",
@@ -824,8 +827,14 @@ mod tests {
     fn placeholders_and_short_secrets_are_refused_naming_the_variable() {
         let strong = "k9Vd3xQ2mT7pL0sR8wY4uB6nH1cJ5fZaE3gK7iO2qX0=";
         for (vars, expected) in [
-            (vec![("WEBHOOK_SECRET", "change-me")], "WEBHOOK_SECRET is a placeholder"),
-            (vec![("WEBHOOK_SECRET", "Secret")], "WEBHOOK_SECRET is a placeholder"),
+            (
+                vec![("WEBHOOK_SECRET", "change-me")],
+                "WEBHOOK_SECRET is a placeholder",
+            ),
+            (
+                vec![("WEBHOOK_SECRET", "Secret")],
+                "WEBHOOK_SECRET is a placeholder",
+            ),
             (
                 vec![(
                     "WEBHOOK_SECRET",
@@ -834,7 +843,10 @@ mod tests {
                 "WEBHOOK_SECRET is a placeholder",
             ),
             (
-                vec![("WEBHOOK_SECRET", "please-change-me-before-going-to-production")],
+                vec![(
+                    "WEBHOOK_SECRET",
+                    "please-change-me-before-going-to-production",
+                )],
                 "WEBHOOK_SECRET is a placeholder",
             ),
             (

@@ -48,9 +48,11 @@ pub fn parse(url: &str) -> Result<(tokio_postgres::Config, LedgerTls), String> {
                     "require" => Mode::Require,
                     "verify-full" => Mode::VerifyFull,
                     "verify-ca" => {
-                        return Err("sslmode=verify-ca is not supported: use verify-full, which \
+                        return Err(
+                            "sslmode=verify-ca is not supported: use verify-full, which \
                                     also checks the server's host name"
-                            .into());
+                                .into(),
+                        );
                     }
                     other => {
                         return Err(format!(
@@ -116,7 +118,9 @@ fn percent_decode(value: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
         match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
             (b'%', Some(b)) => {
                 out.push(b);
@@ -155,16 +159,18 @@ impl LedgerTls {
         let mut roots = RootCertStore::empty();
         match &self.root_cert {
             Some(path) => {
-                let pem = std::fs::read(path).map_err(|e| {
-                    format!("sslrootcert: cannot read {}: {e}", path.display())
-                })?;
+                let pem = std::fs::read(path)
+                    .map_err(|e| format!("sslrootcert: cannot read {}: {e}", path.display()))?;
                 for cert in CertificateDer::pem_slice_iter(&pem) {
                     let cert = cert.map_err(|e| {
-                        format!("sslrootcert: {} is not PEM certificates: {e}", path.display())
+                        format!(
+                            "sslrootcert: {} is not PEM certificates: {e}",
+                            path.display()
+                        )
                     })?;
-                    roots.add(cert).map_err(|e| {
-                        format!("sslrootcert: {}: {e}", path.display())
-                    })?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| format!("sslrootcert: {}: {e}", path.display()))?;
                 }
                 if roots.is_empty() {
                     return Err(format!(
@@ -177,9 +183,11 @@ impl LedgerTls {
                 let found = rustls_native_certs::load_native_certs();
                 roots.add_parsable_certificates(found.certs);
                 if roots.is_empty() {
-                    return Err("sslmode=verify-full found no CA certificates on this system: \
+                    return Err(
+                        "sslmode=verify-full found no CA certificates on this system: \
                                 set sslrootcert to the server's CA"
-                        .into());
+                            .into(),
+                    );
                 }
             }
         }
@@ -264,7 +272,10 @@ mod tests {
         for (url, expected) in [
             ("postgres://db/h?sslmode=verify-ca", "use verify-full"),
             ("postgres://db/h?sslmode=always", "sslmode=always is not"),
-            ("postgres://db/h?sslmode=require&sslrootcert=/ca.pem", "only with"),
+            (
+                "postgres://db/h?sslmode=require&sslrootcert=/ca.pem",
+                "only with",
+            ),
         ] {
             let err = parse(url).unwrap_err();
             assert!(err.contains(expected), "{url}: {err}");

@@ -85,7 +85,8 @@ fn secret_needed(path: &Path) -> anyhow::Result<Option<String>> {
 /// 32 random bytes as Base64.
 fn new_secret() -> anyhow::Result<String> {
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no random bytes for a secret: {e}"))?;
+    getrandom::fill(&mut bytes)
+        .map_err(|e| anyhow::anyhow!("no random bytes for a secret: {e}"))?;
     Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
@@ -147,9 +148,14 @@ mod tests {
     fn a_placeholder_is_replaced_in_place_and_other_lines_are_kept() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(".env");
-        std::fs::write(&path, "# comment\nPORT=9000\nWEBHOOK_SECRET=change-me\nLOG_LEVEL=info\n")
-            .unwrap();
-        let secret = secret_needed(&path).unwrap().expect("a placeholder needs a secret");
+        std::fs::write(
+            &path,
+            "# comment\nPORT=9000\nWEBHOOK_SECRET=change-me\nLOG_LEVEL=info\n",
+        )
+        .unwrap();
+        let secret = secret_needed(&path)
+            .unwrap()
+            .expect("a placeholder needs a secret");
         write_secret(&path, &secret).unwrap();
 
         let text = std::fs::read_to_string(&path).unwrap();

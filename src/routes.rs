@@ -309,8 +309,12 @@ fn fresh_if_dated(state: &AppState, body: &[u8]) -> Result<(), Reply> {
         .timestamp;
     match sent_at {
         None => Ok(()),
-        Some(_) => dispatch::check_fresh(sent_at, state.config.replay_tolerance, chrono::Utc::now())
-            .inspect_err(|reply| tracing::warn!(message = %reply.body.message, "replay refused")),
+        Some(_) => {
+            dispatch::check_fresh(sent_at, state.config.replay_tolerance, chrono::Utc::now())
+                .inspect_err(
+                    |reply| tracing::warn!(message = %reply.body.message, "replay refused"),
+                )
+        }
     }
 }
 

@@ -82,7 +82,8 @@ impl Application {
         if config.keys.is_none() {
             tracing::warn!("ALLOW_UNSIGNED is set: events are accepted without a signature");
         }
-        let acceptor = LimitedAcceptor::new(acceptor, config.max_connections, config.header_timeout);
+        let acceptor =
+            LimitedAcceptor::new(acceptor, config.max_connections, config.header_timeout);
         let metrics = Metrics::default();
         let owner = owner();
         let outbox = Arc::new(Outbox::new(

@@ -429,7 +429,8 @@ mod tests {
 
     #[test]
     fn the_waldur_endpoint_is_on_with_a_token_from_a_file_or_an_allow_list() {
-        let c = Config::from_vars([("WEBHOOK_SECRET", "test-secret-of-at-least-32-bytes-long")]).unwrap();
+        let c = Config::from_vars([("WEBHOOK_SECRET", "test-secret-of-at-least-32-bytes-long")])
+            .unwrap();
         assert!(c.waldur.is_none());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");
@@ -446,7 +447,11 @@ mod tests {
         assert!(
             !format!(
                 "{:?}",
-                Config::from_vars([("WEBHOOK_SECRET", "test-secret-of-at-least-32-bytes-long"), ("WALDUR_TOKEN", "hunter2")]).unwrap()
+                Config::from_vars([
+                    ("WEBHOOK_SECRET", "test-secret-of-at-least-32-bytes-long"),
+                    ("WALDUR_TOKEN", "hunter2")
+                ])
+                .unwrap()
             )
             .contains("hunter2")
         );

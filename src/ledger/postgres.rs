@@ -96,8 +96,8 @@ impl Postgres {
     /// Connects to `url` (TLS as its `sslmode` asks: [`crate::ledger_tls`]) and creates the
     /// schema if needed.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let (config, tls) = crate::ledger_tls::parse(url)
-            .map_err(|e| StoreError(format!("LEDGER_URL: {e}")))?;
+        let (config, tls) =
+            crate::ledger_tls::parse(url).map_err(|e| StoreError(format!("LEDGER_URL: {e}")))?;
         let connector = tls
             .connector()
             .map_err(|e| StoreError(format!("LEDGER_URL: {e}")))?;
@@ -115,13 +115,11 @@ impl Postgres {
         let this = Self { pool };
         let mut client = this.client().await.map_err(|e| match tls.mode {
             // The pool's error keeps the handshake's cause to itself: say what is checked.
-            crate::ledger_tls::Mode::VerifyFull if e.0.contains("TLS") => StoreError(
-                format!(
-                    "{}: with sslmode=verify-full the server's certificate must be issued for \
+            crate::ledger_tls::Mode::VerifyFull if e.0.contains("TLS") => StoreError(format!(
+                "{}: with sslmode=verify-full the server's certificate must be issued for \
                      the host in LEDGER_URL by a CA in sslrootcert (or the system's roots)",
-                    e.0
-                ),
-            ),
+                e.0
+            )),
             _ => e,
         })?;
         let tx = client.transaction().await?;

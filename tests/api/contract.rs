@@ -312,7 +312,10 @@ async fn a_rotated_secret_is_still_accepted_alongside_the_new_one() {
     let old = crate::helpers::fixture_secret();
     let app = crate::helpers::spawn_app_with(
         &[
-            ("WEBHOOK_SECRET", "the-new-secret-issued-by-the-reservation-system"),
+            (
+                "WEBHOOK_SECRET",
+                "the-new-secret-issued-by-the-reservation-system",
+            ),
             ("WEBHOOK_PREVIOUS_SECRETS", &old),
         ],
         manager.clone(),

@@ -51,7 +51,10 @@ async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> Option<S
 async fn deliveries_beyond_max_concurrent_requests_get_503_and_health_still_answers() {
     let manager = RecordingManager::new();
     let app = spawn_app_with(
-        &[("MAX_CONCURRENT_REQUESTS", "2"), ("PROCESSING_BUDGET", "5s")],
+        &[
+            ("MAX_CONCURRENT_REQUESTS", "2"),
+            ("PROCESSING_BUDGET", "5s"),
+        ],
         manager.clone(),
     )
     .await;
@@ -136,7 +139,9 @@ async fn headers_that_trickle_in_are_cut_off_after_header_timeout() {
 #[tokio::test]
 async fn headers_beyond_16_kib_close_the_connection_before_they_are_parsed() {
     let app = spawn_app_with(&[], RecordingManager::new()).await;
-    let padding: String = (0..400).map(|i| format!("X-Pad-{i:03}: {:0>40}\r\n", i)).collect();
+    let padding: String = (0..400)
+        .map(|i| format!("X-Pad-{i:03}: {:0>40}\r\n", i))
+        .collect();
     assert!(padding.len() > 16 * 1024);
     let mut stream = raw(&app, &(post_head(2) + &padding), Some(b"{}")).await;
 

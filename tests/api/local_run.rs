@@ -37,7 +37,10 @@ fn env_example_copied_to_env_starts_once_a_local_run_gave_it_a_secret() {
     let before = std::fs::read_to_string(&example).unwrap();
     let after = std::fs::read_to_string(&env).unwrap();
     assert_eq!(
-        before.replace("WEBHOOK_SECRET=change-me", &format!("WEBHOOK_SECRET={secret}")),
+        before.replace(
+            "WEBHOOK_SECRET=change-me",
+            &format!("WEBHOOK_SECRET={secret}")
+        ),
         after
     );
     // A second run keeps it.

@@ -20,7 +20,10 @@ fn start_of(id: &str) -> Vec<u8> {
 /// The settings the `outbox` command would read next to `app`.
 fn cli_config(app: &TestApp) -> Config {
     Config::from_vars([
-        ("WEBHOOK_SECRET", "test-secret-of-at-least-32-bytes-long".to_owned()),
+        (
+            "WEBHOOK_SECRET",
+            "test-secret-of-at-least-32-bytes-long".to_owned(),
+        ),
         ("DATA_DIR", app.data_dir.display().to_string()),
     ])
     .unwrap()
@@ -182,16 +185,20 @@ async fn a_redirected_report_is_not_re_posted_and_fails_saying_why() {
         assert_eq!(e.state, EntryState::Failed, "{e:?}");
         let status = e.last_status.as_deref().unwrap_or_default();
         assert!(
-            status.starts_with("307 Temporary Redirect: redirects are not followed (to http://127.0.0.1:"),
+            status.starts_with(
+                "307 Temporary Redirect: redirects are not followed (to http://127.0.0.1:"
+            ),
             "{status}"
         );
     }
-    let received = backend.received.lock().unwrap();
+    let received = {
+        let r = backend.received.lock().unwrap();
+        (r.notifications.len(), r.logs.len())
+    };
     assert_eq!(
-        (received.notifications.len(), received.logs.len()),
+        received,
         (0, 0),
         "a redirect carried the signed report to another server"
     );
-    drop(received);
     app.stop().await;
 }

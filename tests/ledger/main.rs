@@ -11,8 +11,8 @@ mod crash;
 mod postgres;
 mod startup;
 mod storm;
-mod tls;
 mod suite;
+mod tls;
 
 /// The suite on the embedded ledger: two connections to one SQLite file.
 mod sqlite_store {

@@ -32,7 +32,13 @@ fn run(command: &mut Command) {
 
 /// A CA (`ca.crt`) and a server certificate for localhost and 127.0.0.1 it signed.
 fn certificates(dir: &Path) {
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
     run(Command::new("openssl")
         .current_dir(dir)
         .args(["req", "-x509"])
@@ -51,13 +57,29 @@ fn certificates(dir: &Path) {
     )
     .unwrap();
     run(Command::new("openssl").current_dir(dir).args([
-        "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "server.ext",
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
     ]));
     // PostgreSQL refuses a key others may read.
     use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(dir.join("server.key"), std::fs::Permissions::from_mode(0o600))
-        .unwrap();
+    std::fs::set_permissions(
+        dir.join("server.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
 }
 
 impl TlsServer {
@@ -77,14 +99,20 @@ impl TlsServer {
         certificates(dir.path());
         let mut server = Self { port: 0, dir, bin };
         if is_root() {
-            run(Command::new("chown").arg("-R").arg("postgres:").arg(server.dir.path()));
+            run(Command::new("chown")
+                .arg("-R")
+                .arg("postgres:")
+                .arg(server.dir.path()));
         }
         let data = server.dir.path().join("data");
-        run(server
-            .tool("initdb")
-            .arg("-D")
-            .arg(&data)
-            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]));
+        run(server.tool("initdb").arg("-D").arg(&data).args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ]));
         std::fs::write(
             data.join("pg_hba.conf"),
             "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
@@ -181,10 +209,16 @@ async fn the_ledger_connects_over_tls_and_verify_full_checks_the_servers_certifi
 
     // The settings accept both modes.
     let config = webhook::config::Config::from_vars([
-        ("WEBHOOK_SECRET", "test-secret-of-at-least-32-bytes-long".to_owned()),
+        (
+            "WEBHOOK_SECRET",
+            "test-secret-of-at-least-32-bytes-long".to_owned(),
+        ),
         (
             "LEDGER_URL",
-            server.url("localhost", &format!("sslmode=verify-full&sslrootcert={}", ca.display())),
+            server.url(
+                "localhost",
+                &format!("sslmode=verify-full&sslrootcert={}", ca.display()),
+            ),
         ),
     ]);
     assert!(config.is_ok(), "{:?}", config.err());

@@ -139,8 +139,9 @@ async fn headers_that_trickle_in_are_cut_off_after_header_timeout() {
 #[tokio::test]
 async fn headers_beyond_16_kib_close_the_connection_before_they_are_parsed() {
     let app = spawn_app_with(&[], RecordingManager::new()).await;
-    let padding: String = (0..400)
-        .map(|i| format!("X-Pad-{i:03}: {:0>40}\r\n", i))
+    // Few enough lines for hyper's own limit of 100 headers, 20 KiB in all.
+    let padding: String = (0..20)
+        .map(|i| format!("X-Pad-{i:02}: {}\r\n", "x".repeat(1024)))
         .collect();
     assert!(padding.len() > 16 * 1024);
     let mut stream = raw(&app, &(post_head(2) + &padding), Some(b"{}")).await;

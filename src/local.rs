@@ -23,7 +23,7 @@ pub fn reads_dotenv(asked: bool) -> bool {
 pub fn load(path: &Path) -> anyhow::Result<()> {
     if let Some(secret) = ensure_secret(path)? {
         eprintln!(
-            "{}: WEBHOOK_SECRET was not set, so a new one was written there:\n\n    {secret}\n\n\
+            "{}: no usable WEBHOOK_SECRET (unset, or a placeholder), so a new one was written there:\n\n    {secret}\n\n\
              Give the webhook this secret in the reservation system (or put the one it issued \
              in {0}). `send` run from this directory signs with it.\n",
             path.display()

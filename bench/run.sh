@@ -31,7 +31,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-export WEBHOOK_SECRET=bench-secret RESOURCE_TYPE="Switch Port" LOG_LEVEL=warn
+export WEBHOOK_SECRET=bench-secret-of-at-least-32-bytes-long RESOURCE_TYPE="Switch Port" LOG_LEVEL=warn
 export DATA_DIR="$work/data" REPLAY_TOLERANCE=off HOST=127.0.0.1
 mkdir -p "$DATA_DIR"
 

@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 
 STATIC_FLAGS='-C target-feature=+crt-static'
 MAX_IMAGE_BYTES=$((25 * 1000 * 1000))
-SECRET=check-image-secret
+SECRET=check-image-secret-of-at-least-32-bytes
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 step() { echo "== $*"; }

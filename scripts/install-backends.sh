@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs, from Debian packages, every backend the example managers are tested against:
 # PostgreSQL, Redis, Open vSwitch, and the Docker and Podman engines. The tests start and
-# stop their own instances in temporary directories; nothing here starts a service.
+# stop their own instances in temporary directories; nothing here starts a service. openssl
+# makes the certificates of the ledger's TLS test.
 set -euo pipefail
 
 packages=(

@@ -21,6 +21,10 @@ use crate::startup::Application;
     about = "A reservation webhook. Settings come from the environment (see .env.example)."
 )]
 pub struct Cli {
+    /// Read settings from ./.env too (debug builds always do; the image never needs to),
+    /// and give it a new WEBHOOK_SECRET if it has none.
+    #[arg(long, global = true)]
+    pub dotenv: bool,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -99,10 +103,8 @@ pub async fn run<M: ResourceManager>(
 ) -> anyhow::Result<()> {
     let cli = Cli::parse();
     // A .env file is a convenience for running locally; real environment variables win.
-    if let Err(e) = dotenvy::dotenv()
-        && !e.not_found()
-    {
-        anyhow::bail!("cannot read .env: {e}");
+    if crate::local::reads_dotenv(cli.dotenv) {
+        crate::local::load(std::path::Path::new(".env"))?;
     }
     let config = Config::from_env()?;
     match cli.command {
@@ -129,9 +131,12 @@ pub async fn send(config: &Config, args: SendArgs) -> anyhow::Result<()> {
         .url
         .clone()
         .unwrap_or_else(|| format!("http://127.0.0.1:{}/webhook", config.listen.port()));
-    let mut request = reqwest::Client::new()
-        .post(&url)
-        .header("content-type", "application/json");
+    // A redirect would carry the signed body elsewhere.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .context("cannot build the HTTP client")?;
+    let mut request = client.post(&url).header("content-type", "application/json");
     if let Some(keys) = &config.keys {
         let (name, value) = keys.signature_header(&body);
         request = request.header(name, value);

@@ -44,6 +44,16 @@ pub struct Config {
     pub keys: Option<Keys>,
     /// Largest body accepted, in bytes; larger ones get 413.
     pub max_body_bytes: usize,
+    /// How long a request's line and headers may take to arrive.
+    pub header_timeout: Duration,
+    /// How long a request's body may take to arrive after its headers (408 beyond it).
+    pub body_timeout: Duration,
+    /// How long a connection may go without a byte either way before it is closed.
+    pub idle_timeout: Duration,
+    /// Deliveries (`POST /webhook`, `POST /waldur`) handled at once; more get 503.
+    pub max_concurrent_requests: usize,
+    /// Connections open at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
     /// Where results are reported to the user, if anywhere.
     pub notification: Option<Endpoint>,
     /// Where each processed event is recorded for the audit log, if anywhere.
@@ -110,7 +120,14 @@ struct Raw {
     allow_unsigned: bool,
     #[serde(default = "default_max_body")]
     max_body_bytes: usize,
+    header_timeout: Option<String>,
+    body_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    max_concurrent_requests: Option<String>,
+    max_connections: Option<String>,
     notification_endpoint: Option<String>,
+    #[serde(default)]
+    allow_insecure_reports: bool,
     notification_timeout: Option<String>,
     webhook_log_endpoint: Option<String>,
     webhook_log_timeout: Option<String>,
@@ -141,14 +158,47 @@ fn default_host() -> String {
 fn default_port() -> u16 {
     8080
 }
+/// The senders' bodies are 1–3 KB; every request in flight may hold this much.
 fn default_max_body() -> usize {
-    1024 * 1024
+    64 * 1024
 }
 fn default_log_level() -> String {
     "info".into()
 }
 fn default_log_format() -> String {
     "json".into()
+}
+
+/// The shortest signing key accepted: HMAC-SHA256's own size, and what the back end issues.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Whether a secret is text from an example or a document rather than a secret: the
+/// `.env.example` value, a `<...>` stand-in, or a word such as `secret`.
+pub fn is_placeholder(secret: &str) -> bool {
+    const WORDS: [&str; 12] = [
+        "change-me",
+        "changeme",
+        "change_me",
+        "replace-me",
+        "replaceme",
+        "secret",
+        "example",
+        "password",
+        "webhook-secret",
+        "your-secret",
+        "test",
+        "todo",
+    ];
+    let text = secret.trim().to_ascii_lowercase();
+    let stand_in = text.starts_with('<') && text.ends_with('>');
+    let one_char = text.chars().all(|c| text.starts_with(c));
+    text.is_empty()
+        || stand_in
+        || one_char
+        || WORDS.contains(&text.as_str())
+        || ["change-me", "changeme", "change_me", "replace-me"]
+            .iter()
+            .any(|w| text.contains(w))
 }
 
 /// Time a report-back request may take, unless configured.
@@ -163,6 +213,14 @@ pub const SENDER_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_PROCESSING_BUDGET: Duration = Duration::ZERO;
 const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(1);
+const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Above the sender's timeout: a connection waiting for its reply sends nothing meanwhile.
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// With the default `MAX_BODY_BYTES`, at most 16 MiB of bodies held at once.
+const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 256;
+/// Each open connection holds buffers of a few KiB, and its headers up to 16 KiB.
+const DEFAULT_MAX_CONNECTIONS: usize = 512;
 /// END comes up to about a minute after the booking's end; ten minutes leaves room.
 const DEFAULT_RELEASE_GRACE: Duration = Duration::from_secs(600);
 /// The Standard Webhooks convention; START is sent a few minutes before the booking.
@@ -229,6 +287,29 @@ impl Raw {
         if self.max_body_bytes == 0 {
             return Err(ConfigError("MAX_BODY_BYTES must be at least 1".into()));
         }
+        let idle_timeout =
+            duration("IDLE_TIMEOUT", self.idle_timeout.take())?.unwrap_or(DEFAULT_IDLE_TIMEOUT);
+        if idle_timeout < SENDER_TIMEOUT {
+            return Err(ConfigError(format!(
+                "IDLE_TIMEOUT: {} is below the sender's {}s timeout; a connection waiting for \
+                 its reply would be closed",
+                humantime::format_duration(idle_timeout),
+                SENDER_TIMEOUT.as_secs()
+            )));
+        }
+        let max_concurrent_requests = count(
+            "MAX_CONCURRENT_REQUESTS",
+            self.max_concurrent_requests.take(),
+        )?
+        .unwrap_or(DEFAULT_MAX_CONCURRENT_REQUESTS);
+        let max_connections = count("MAX_CONNECTIONS", self.max_connections.take())?
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS.max(max_concurrent_requests + 16));
+        if max_connections <= max_concurrent_requests {
+            return Err(ConfigError(format!(
+                "MAX_CONNECTIONS ({max_connections}) must be above MAX_CONCURRENT_REQUESTS \
+                 ({max_concurrent_requests}), so that /healthz and /readyz still get through"
+            )));
+        }
         let log_format = match self.log_format.to_ascii_lowercase().as_str() {
             "json" => LogFormat::Json,
             "pretty" => LogFormat::Pretty,
@@ -249,17 +330,26 @@ impl Raw {
             resource_type,
             keys,
             max_body_bytes: self.max_body_bytes,
+            header_timeout: duration("HEADER_TIMEOUT", self.header_timeout)?
+                .unwrap_or(DEFAULT_HEADER_TIMEOUT),
+            body_timeout: duration("BODY_TIMEOUT", self.body_timeout)?
+                .unwrap_or(DEFAULT_BODY_TIMEOUT),
+            idle_timeout,
+            max_concurrent_requests,
+            max_connections,
             notification: endpoint(
                 "NOTIFICATION_ENDPOINT",
                 self.notification_endpoint,
                 "NOTIFICATION_TIMEOUT",
                 self.notification_timeout,
+                self.allow_insecure_reports,
             )?,
             webhook_log: endpoint(
                 "WEBHOOK_LOG_ENDPOINT",
                 self.webhook_log_endpoint,
                 "WEBHOOK_LOG_TIMEOUT",
                 self.webhook_log_timeout,
+                self.allow_insecure_reports,
             )?,
             shutdown_timeout: duration("SHUTDOWN_TIMEOUT", self.shutdown_timeout)?
                 .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
@@ -267,22 +357,8 @@ impl Raw {
             log_format,
             ledger: match self.ledger_url {
                 Some(url) => {
-                    let parsed = url
-                        .expose_secret()
-                        .parse::<tokio_postgres::Config>()
-                        .map_err(|e| {
-                            ConfigError(format!(
-                                "LEDGER_URL is not a PostgreSQL URL such as \
-                                 postgres://user:password@host:5432/webhook ({e})"
-                            ))
-                        })?;
-                    if parsed.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-                        return Err(ConfigError(
-                            "LEDGER_URL asks for sslmode=require, but the ledger connects \
-                             without TLS: use sslmode=disable or prefer, on a network you trust"
-                                .into(),
-                        ));
-                    }
+                    crate::ledger_tls::parse(url.expose_secret())
+                        .map_err(|e| ConfigError(format!("LEDGER_URL: {e}")))?;
                     LedgerConfig::Postgres { url }
                 }
                 None => LedgerConfig::Embedded {
@@ -388,7 +464,13 @@ impl Raw {
             if secret.is_empty() {
                 return Err(ConfigError(format!("{name} is empty")));
             }
-            keys.push(if decode_base64 {
+            if is_placeholder(secret) {
+                return Err(ConfigError(format!(
+                    "{name} is a placeholder, not a secret: set it to this webhook's secret in \
+                     the reservation system"
+                )));
+            }
+            let key = if decode_base64 {
                 base64::engine::general_purpose::STANDARD
                     .decode(secret)
                     .map_err(|_| {
@@ -402,7 +484,16 @@ impl Raw {
                     })?
             } else {
                 secret.as_bytes().to_vec()
-            });
+            };
+            if key.len() < MIN_SECRET_BYTES {
+                return Err(ConfigError(format!(
+                    "{name} is {} bytes{}: a secret needs at least {MIN_SECRET_BYTES} (the \
+                     reservation system issues 32 random bytes as Base64)",
+                    key.len(),
+                    if decode_base64 { " once decoded" } else { "" },
+                )));
+            }
+            keys.push(key);
         }
         Ok(Some(Keys::new(keys).with_preset(preset)))
     }
@@ -413,6 +504,7 @@ fn endpoint(
     url: Option<String>,
     timeout_name: &str,
     timeout: Option<String>,
+    allow_insecure: bool,
 ) -> Result<Option<Endpoint>, ConfigError> {
     let timeout = duration(timeout_name, timeout)?.unwrap_or(DEFAULT_REPORT_TIMEOUT);
     let Some(url) = url else { return Ok(None) };
@@ -423,10 +515,33 @@ fn endpoint(
             "{name}: {url:?} must be an http or https URL"
         )));
     }
+    // Reports carry the user's results and the webhook's signature: in the clear, anyone
+    // on the path reads them, so only loopback may be plain without saying so.
+    if parsed.scheme() == "http" && !allow_insecure && !is_loopback(&parsed) {
+        return Err(ConfigError(format!(
+            "{name}: {url:?} is plain http: use https, or set ALLOW_INSECURE_REPORTS=true to \
+             send reports unencrypted on a network you trust"
+        )));
+    }
     Ok(Some(Endpoint {
         url: parsed,
         timeout,
     }))
+}
+
+/// Whether a URL's host is this machine: 127.0.0.0/8, ::1 or localhost.
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => {
+            let name = host.trim_end_matches('.').to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
+        }
+    }
 }
 
 /// `PROCESSING_BUDGET`: below the sender's timeout.
@@ -441,6 +556,17 @@ fn budget(value: Option<String>) -> Result<Duration, ConfigError> {
         )));
     }
     Ok(budget)
+}
+
+/// Reads a whole number of at least 1.
+fn count(name: &str, value: Option<String>) -> Result<Option<usize>, ConfigError> {
+    let Some(text) = value else { return Ok(None) };
+    match text.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(Some(n)),
+        _ => Err(ConfigError(format!(
+            "{name}: {text:?} is not a whole number of at least 1"
+        ))),
+    }
 }
 
 /// Reads a duration such as `5s`, `500ms` or `2m`; a bare number means seconds.
@@ -521,10 +647,13 @@ mod tests {
 
     #[test]
     fn defaults_apply_when_only_the_secret_is_set() {
-        let c = config(&[("WEBHOOK_SECRET", "s")]).unwrap();
+        let c = config(&[("WEBHOOK_SECRET", "test-secret-of-at-least-32-bytes-long")]).unwrap();
         assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
         assert_eq!(c.resource_type, DEFAULT_RESOURCE_TYPE.trim());
-        assert_eq!(c.max_body_bytes, 1 << 20);
+        assert_eq!(c.max_body_bytes, 64 << 10);
+        assert_eq!(c.max_concurrent_requests, 256);
+        assert_eq!(c.max_connections, 512);
+        assert_eq!(c.idle_timeout, Duration::from_secs(60));
         assert_eq!(c.log_format, LogFormat::Json);
         assert!(c.notification.is_none());
         assert!(matches!(&c.ledger, LedgerConfig::Embedded { dir } if dir.ends_with("data")));
@@ -536,7 +665,7 @@ mod tests {
     #[test]
     fn a_ledger_url_selects_postgres_and_never_appears_in_debug_output() {
         let c = config(&[
-            ("WEBHOOK_SECRET", "s"),
+            ("WEBHOOK_SECRET", "test-secret-of-at-least-32-bytes-long"),
             ("LEDGER_URL", "postgres://hook:hunter2@db:5432/hook"),
             ("REPLAY_TOLERANCE", "off"),
         ])
@@ -570,6 +699,14 @@ mod tests {
                 "WEBHOOK_LOG_ENDPOINT",
             ),
             (
+                vec![("NOTIFICATION_ENDPOINT", "http://reservations.example.org/n")],
+                "NOTIFICATION_ENDPOINT: \"http://reservations.example.org/n\" is plain http",
+            ),
+            (
+                vec![("WEBHOOK_LOG_ENDPOINT", "http://10.0.0.1/log")],
+                "ALLOW_INSECURE_REPORTS=true",
+            ),
+            (
                 vec![("NOTIFICATION_TIMEOUT", "soon")],
                 "NOTIFICATION_TIMEOUT",
             ),
@@ -577,6 +714,17 @@ mod tests {
             (vec![("LOG_LEVEL", "info,[")], "LOG_LEVEL"),
             (vec![("ALLOW_UNSIGNED", "yes please")], "ALLOW_UNSIGNED"),
             (vec![("MAX_BODY_BYTES", "0")], "MAX_BODY_BYTES"),
+            (vec![("HEADER_TIMEOUT", "0s")], "HEADER_TIMEOUT"),
+            (vec![("BODY_TIMEOUT", "slow")], "BODY_TIMEOUT"),
+            (vec![("IDLE_TIMEOUT", "5s")], "IDLE_TIMEOUT"),
+            (
+                vec![("MAX_CONCURRENT_REQUESTS", "0")],
+                "MAX_CONCURRENT_REQUESTS",
+            ),
+            (
+                vec![("MAX_CONCURRENT_REQUESTS", "64"), ("MAX_CONNECTIONS", "64")],
+                "MAX_CONNECTIONS",
+            ),
             (vec![("PROCESSING_BUDGET", "10s")], "PROCESSING_BUDGET"),
             (vec![("PROCESSING_BUDGET", "soon")], "PROCESSING_BUDGET"),
             (vec![("MAX_ATTEMPTS", "0")], "MAX_ATTEMPTS"),
@@ -634,7 +782,7 @@ mod tests {
         ] {
             let mut vars = vars;
             if !vars.iter().any(|(k, _)| k.starts_with("WEBHOOK_SECRET")) {
-                vars.push(("WEBHOOK_SECRET", "s"));
+                vars.push(("WEBHOOK_SECRET", "test-secret-of-at-least-32-bytes-long"));
             } else {
                 vars.push(("WEBHOOK_SECRET", "not base64!"));
             }
@@ -647,12 +795,12 @@ mod tests {
     fn secrets_are_read_from_files_and_never_shown() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secret");
-        std::fs::write(&path, "from-file\n").unwrap();
+        std::fs::write(&path, "from-file-and-at-least-32-bytes-long\n").unwrap();
         let c = config(&[("WEBHOOK_SECRET_FILE", path.to_str().unwrap())]).unwrap();
         let keys = c.keys.unwrap();
         assert_eq!(
             keys.sign(b"x"),
-            Keys::new(vec![b"from-file".to_vec()]).sign(b"x")
+            Keys::new(vec![b"from-file-and-at-least-32-bytes-long".to_vec()]).sign(b"x")
         );
         assert!(!format!("{keys:?}").contains("from-file"));
 
@@ -665,14 +813,91 @@ mod tests {
     #[test]
     fn base64_secrets_are_decoded_only_when_asked() {
         let c = config(&[
-            ("WEBHOOK_SECRET", "c2VjcmV0"),
+            (
+                "WEBHOOK_SECRET",
+                "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+            ),
             ("WEBHOOK_SECRET_ENCODING", "base64"),
         ])
         .unwrap();
         assert_eq!(
             c.keys.unwrap().sign(b"x"),
-            Keys::new(vec![b"secret".to_vec()]).sign(b"x")
+            Keys::new(vec![b"0123456789abcdef0123456789abcdef".to_vec()]).sign(b"x")
         );
+    }
+
+    #[test]
+    fn placeholders_and_short_secrets_are_refused_naming_the_variable() {
+        let strong = "k9Vd3xQ2mT7pL0sR8wY4uB6nH1cJ5fZaE3gK7iO2qX0=";
+        for (vars, expected) in [
+            (
+                vec![("WEBHOOK_SECRET", "change-me")],
+                "WEBHOOK_SECRET is a placeholder",
+            ),
+            (
+                vec![("WEBHOOK_SECRET", "Secret")],
+                "WEBHOOK_SECRET is a placeholder",
+            ),
+            (
+                vec![(
+                    "WEBHOOK_SECRET",
+                    "<the webhook secret set in the reservation system>",
+                )],
+                "WEBHOOK_SECRET is a placeholder",
+            ),
+            (
+                vec![(
+                    "WEBHOOK_SECRET",
+                    "please-change-me-before-going-to-production",
+                )],
+                "WEBHOOK_SECRET is a placeholder",
+            ),
+            (
+                vec![("WEBHOOK_SECRET", "short-but-not-a-placeholder")],
+                "WEBHOOK_SECRET is 27 bytes: a secret needs at least 32",
+            ),
+            (
+                vec![
+                    ("WEBHOOK_SECRET", strong),
+                    ("WEBHOOK_PREVIOUS_SECRETS", "an-old-and-short-one"),
+                ],
+                "WEBHOOK_PREVIOUS_SECRETS is 20 bytes",
+            ),
+            (
+                // 32 characters, but 24 bytes once decoded.
+                vec![
+                    ("WEBHOOK_SECRET", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3"),
+                    ("WEBHOOK_SECRET_ENCODING", "base64"),
+                ],
+                "WEBHOOK_SECRET is 24 bytes once decoded",
+            ),
+        ] {
+            let err = config(&vars).unwrap_err().to_string();
+            assert!(err.contains(expected), "{vars:?}: {err}");
+        }
+        assert!(config(&[("WEBHOOK_SECRET", strong)]).is_ok());
+    }
+
+    #[test]
+    fn plain_http_reports_need_loopback_or_an_explicit_setting() {
+        let secret = ("WEBHOOK_SECRET", "test-secret-of-at-least-32-bytes-long");
+        for url in [
+            "http://127.0.0.1:9000/n",
+            "http://127.8.0.1/n",
+            "http://[::1]:9000/n",
+            "http://localhost/n",
+            "https://reservations.example.org/n",
+        ] {
+            let c = config(&[secret, ("NOTIFICATION_ENDPOINT", url)]).unwrap();
+            assert!(c.notification.is_some(), "{url}");
+        }
+        let c = config(&[
+            secret,
+            ("NOTIFICATION_ENDPOINT", "http://backend.internal/n"),
+            ("ALLOW_INSECURE_REPORTS", "true"),
+        ])
+        .unwrap();
+        assert_eq!(c.notification.unwrap().url.scheme(), "http");
     }
 
     #[test]

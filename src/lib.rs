@@ -15,10 +15,13 @@
 //! - [`payload`]: both wire shapes into one [`reservation::Reservation`], or a reason to ignore.
 //! - [`dispatch`]: records what a delivery asks for, waits for the result, replies.
 //! - [`ledger`]: every booking's desired and actual state, durable (SQLite or PostgreSQL).
+//! - [`ledger_tls`]: TLS of the PostgreSQL ledger, as `sslmode` in `LEDGER_URL` asks.
 //! - [`reconcile`]: drives bookings to their desired state: claims, retries, the sweeper.
 //! - [`report`], [`outbox`]: notifications and audit-log entries for the reservation
 //!   system, stored with the results and delivered with retries.
 //! - [`admin`]: `GET /bookings/{id}`, a booking's state and history.
+//! - [`limits`]: connections, header and body time and size: what one client may hold.
+//! - [`local`]: `.env` for local runs, and a strong secret when it has none.
 //! - [`reply`]: the JSON reply format.
 //! - [`config`], [`telemetry`], [`metrics`], [`startup`], [`cli`]: settings, logs, metrics,
 //!   wiring, and the command line.
@@ -30,6 +33,9 @@ pub mod config;
 pub mod dispatch;
 pub mod hook;
 pub mod ledger;
+pub mod ledger_tls;
+pub mod limits;
+pub mod local;
 pub mod manager;
 pub mod metrics;
 pub mod outbox;

@@ -207,6 +207,8 @@ impl Outbox {
                     "/",
                     env!("CARGO_PKG_VERSION")
                 ))
+                // A redirect would re-post the signed report wherever it points.
+                .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .expect("the HTTP client's TLS set-up is static")
         });
@@ -219,6 +221,21 @@ impl Outbox {
         }
         match request.body(body.to_vec()).send().await {
             Ok(response) if response.status().is_success() => Ok(response.status().to_string()),
+            Ok(response) if response.status().is_redirection() => {
+                let location = response
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|l| l.to_str().ok())
+                    .unwrap_or("nowhere");
+                Err((
+                    false,
+                    format!(
+                        "{}: redirects are not followed (to {}): configure the URL it points to",
+                        response.status(),
+                        truncate(location, 200)
+                    ),
+                ))
+            }
             Ok(response) => {
                 let status = response.status();
                 let retryable = status.is_server_error() || matches!(status.as_u16(), 408 | 429);

@@ -1,13 +1,18 @@
 //! The HTTP surface: `POST /webhook`, `POST /waldur` when configured, `GET /healthz`,
 //! `GET /readyz`, `GET /metrics`, and `GET /bookings/{id}` ([`admin`](crate::admin)).
 //!
-//! A delivery goes through five gates in order, each with its own status: the body is read
-//! within the size limit (413), its signature is checked on the raw bytes (401), it is
-//! parsed (400), a booking event's signed timestamp must be within `REPLAY_TOLERANCE`
-//! (409), and only then does it reach [`dispatch`](crate::dispatch), or the manager's
-//! [hook](crate::hook) for other events. A Waldur delivery is admitted by its address (403)
-//! and token (401) before its body is read, has no signature or timestamp to check, and once
-//! parsed is always answered 2xx (Waldur sends it once and ignores the status).
+//! A delivery goes through six gates in order, each with its own status: it must find one
+//! of `MAX_CONCURRENT_REQUESTS` free (503), its body is read within the size limit (413)
+//! and `BODY_TIMEOUT` (408), its signature is checked on the raw bytes (401), it is parsed
+//! (400), its signed timestamp, if it has one (a booking event must), must be within
+//! `REPLAY_TOLERANCE` (409), and only then does it reach [`dispatch`](crate::dispatch), or
+//! the manager's [hook](crate::hook) for other events. A Waldur delivery is admitted by its
+//! address (403) and token (401) before its body is read, and has no signature or timestamp
+//! to check. The health and metrics endpoints take no permit, so they answer while the
+//! deliveries are saturated.
+//!
+//! Once parsed, a Waldur delivery is always answered 2xx: Waldur sends it once and ignores
+//! the status.
 
 use std::sync::Arc;
 
@@ -41,12 +46,38 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
 
 #[handler]
 async fn webhook(req: &Request, body: Body, Data(state): Data<&Arc<AppState>>) -> Reply {
+    let Some(_permit) = admit(state) else {
+        return rejected(state, busy(state));
+    };
     logged("reservation_system", receive(req, body, state.clone())).await
 }
 
 #[handler]
 async fn waldur_events(req: &Request, body: Body, Data(state): Data<&Arc<AppState>>) -> Reply {
+    let Some(_permit) = admit(state) else {
+        return rejected(state, busy(state));
+    };
     logged("waldur", receive_waldur(req, body, state.clone())).await
+}
+
+/// One of the `MAX_CONCURRENT_REQUESTS` permits, held until the delivery is answered.
+fn admit(state: &AppState) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    state.requests.clone().try_acquire_owned().ok()
+}
+
+fn busy(state: &AppState) -> Reply {
+    tracing::warn!(
+        limit = state.config.max_concurrent_requests,
+        "delivery refused: MAX_CONCURRENT_REQUESTS are in flight"
+    );
+    Reply::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "busy",
+        format!(
+            "{} deliveries are already being handled (MAX_CONCURRENT_REQUESTS): try again later",
+            state.config.max_concurrent_requests
+        ),
+    )
 }
 
 /// Runs a delivery from `source` in a span of its own and logs how it was answered.
@@ -70,7 +101,8 @@ async fn logged(source: &'static str, work: impl Future<Output = Reply>) -> Repl
     reply
 }
 
-/// Reads the body within `MAX_BODY_BYTES`: 413 beyond it, whether declared or not.
+/// Reads the body within `MAX_BODY_BYTES` (413 beyond it, whether declared or not) and
+/// `BODY_TIMEOUT` (408).
 async fn read_body(req: &Request, body: Body, state: &AppState) -> Result<bytes::Bytes, Reply> {
     let limit = state.config.max_body_bytes;
     let declared = req
@@ -79,14 +111,54 @@ async fn read_body(req: &Request, body: Body, state: &AppState) -> Result<bytes:
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large(limit));
     }
-    match body.into_bytes_limit(limit).await {
-        Ok(bytes) => Ok(bytes),
-        Err(poem::error::ReadBodyError::PayloadTooLarge) => Err(too_large(limit)),
+    let timeout = state.config.body_timeout;
+    let expected = declared.map_or(0, |n| n as usize);
+    let Ok(read) = tokio::time::timeout(timeout, read_limited(body, expected, limit)).await else {
+        return Err(Reply::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            format!(
+                "body not received within {} (BODY_TIMEOUT)",
+                humantime::format_duration(timeout)
+            ),
+        ));
+    };
+    match read {
+        Ok(Some(bytes)) => Ok(bytes),
+        Ok(None) => Err(too_large(limit)),
         Err(e) => Err(Reply::new(
             StatusCode::BAD_REQUEST,
             "invalid",
             format!("cannot read body: {e}"),
         )),
+    }
+}
+
+/// Reads a body of at most `limit` bytes (`None` beyond it) into a buffer sized for the
+/// `expected` length, growing it no further than `limit`: every request in flight holds
+/// at most its own body.
+async fn read_limited(
+    body: Body,
+    expected: usize,
+    limit: usize,
+) -> std::io::Result<Option<bytes::Bytes>> {
+    use tokio::io::AsyncReadExt as _;
+    let mut reader = body.into_async_read();
+    let mut data = Vec::with_capacity(expected.clamp(1024, limit));
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = reader.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(Some(data.into()));
+        }
+        if data.len() + n > limit {
+            return Ok(None);
+        }
+        if data.len() + n > data.capacity() {
+            let grown = (data.capacity() * 2).clamp(data.len() + n, limit);
+            data.reserve_exact(grown - data.len());
+        }
+        data.extend_from_slice(&chunk[..n]);
     }
 }
 
@@ -181,6 +253,10 @@ async fn receive(req: &Request, body: Body, state: Arc<AppState>) -> Reply {
     match delivery {
         Delivery::Ignored { event_type, reason } => {
             tracing::Span::current().record("event_type", event_type.as_str());
+            if let Err(reply) = fresh_if_dated(&state, &bytes) {
+                state.metrics.delivery(&event_type, reply.body.status);
+                return reply;
+            }
             state.metrics.delivery(&event_type, "ignored");
             Reply::ok("ignored", reason)
         }
@@ -222,6 +298,10 @@ async fn receive(req: &Request, body: Body, state: Arc<AppState>) -> Reply {
         }
         Delivery::Other { event_type, reason } => {
             tracing::Span::current().record("event_type", event_type.as_str());
+            if let Err(reply) = fresh_if_dated(&state, &bytes) {
+                state.metrics.delivery(&event_type, reply.body.status);
+                return reply;
+            }
             hook::offer(state, Source::ReservationSystem, event_type, reason, bytes).await
         }
         Delivery::Booking {
@@ -276,6 +356,37 @@ fn sender(
         webhook_id,
         key_id,
         body,
+    }
+}
+
+/// The replay check for a body other than a booking event: one that carries a signed
+/// `timestamp` is refused outside `REPLAY_TOLERANCE` as a booking event is, so a recorded
+/// ping or update cannot be played back to the manager's hook either.
+fn fresh_if_dated(state: &AppState, body: &[u8]) -> Result<(), Reply> {
+    #[derive(serde::Deserialize)]
+    struct Dated {
+        timestamp: Option<chrono::DateTime<chrono::Utc>>,
+    }
+    if state.config.replay_tolerance.is_none() {
+        return Ok(());
+    }
+    let sent_at = serde_json::from_slice::<Dated>(body)
+        .map_err(|e| {
+            Reply::new(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                format!("field timestamp: {e}"),
+            )
+        })?
+        .timestamp;
+    match sent_at {
+        None => Ok(()),
+        Some(_) => {
+            dispatch::check_fresh(sent_at, state.config.replay_tolerance, chrono::Utc::now())
+                .inspect_err(
+                    |reply| tracing::warn!(message = %reply.body.message, "replay refused"),
+                )
+        }
     }
 }
 

@@ -6,12 +6,13 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::Context as _;
 use poem::Server;
-use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
+use poem::listener::{Acceptor, Listener, TcpListener};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, LedgerConfig};
 use crate::ledger::{self, Store};
+use crate::limits::LimitedAcceptor;
 use crate::manager::ResourceManager;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
@@ -30,11 +31,13 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Deliveries in flight; shutdown waits for them.
     pub tasks: TaskTracker,
+    /// One permit per delivery being handled, `MAX_CONCURRENT_REQUESTS` in all.
+    pub requests: Arc<tokio::sync::Semaphore>,
 }
 
 /// A bound, ready-to-run service.
 pub struct Application {
-    acceptor: TcpAcceptor,
+    acceptor: LimitedAcceptor,
     port: u16,
     state: Arc<AppState>,
 }
@@ -79,6 +82,8 @@ impl Application {
         if config.keys.is_none() {
             tracing::warn!("ALLOW_UNSIGNED is set: events are accepted without a signature");
         }
+        let acceptor =
+            LimitedAcceptor::new(acceptor, config.max_connections, config.header_timeout);
         let metrics = Metrics::default();
         let owner = owner();
         let outbox = Arc::new(Outbox::new(
@@ -95,6 +100,7 @@ impl Application {
             outbox.clone(),
             owner,
         ));
+        let requests = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests));
         let state = Arc::new(AppState {
             reports: Reports::new(&config),
             config,
@@ -104,6 +110,7 @@ impl Application {
             outbox,
             metrics,
             tasks: TaskTracker::new(),
+            requests,
         });
         Ok(Self {
             acceptor,
@@ -141,6 +148,7 @@ impl Application {
         };
         let served = Server::new_with_acceptor(self.acceptor)
             .name(env!("CARGO_PKG_NAME"))
+            .idle_timeout(state.config.idle_timeout)
             .run_with_graceful_shutdown(routes(state.clone()), shutdown, Some(timeout))
             .await;
         let deadline = *deadline.get_or_init(|| Instant::now() + timeout);

@@ -422,13 +422,14 @@ mod tests {
 
     #[test]
     fn the_waldur_endpoint_is_on_with_a_token_from_a_file_or_an_allow_list() {
-        let c = Config::from_vars([("WEBHOOK_SECRET", "s")]).unwrap();
+        let c = Config::from_vars([("WEBHOOK_SECRET", "test-secret-of-at-least-32-bytes-long")])
+            .unwrap();
         assert!(c.waldur.is_none());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");
         std::fs::write(&path, "waldur-token\n").unwrap();
         let c = Config::from_vars([
-            ("WEBHOOK_SECRET", "s"),
+            ("WEBHOOK_SECRET", "test-secret-of-at-least-32-bytes-long"),
             ("WALDUR_TOKEN_FILE", path.to_str().unwrap()),
             ("WALDUR_RESOURCE_TYPE", "VLAN"),
         ])
@@ -439,12 +440,16 @@ mod tests {
         assert!(
             !format!(
                 "{:?}",
-                Config::from_vars([("WEBHOOK_SECRET", "s"), ("WALDUR_TOKEN", "hunter2")]).unwrap()
+                Config::from_vars([
+                    ("WEBHOOK_SECRET", "test-secret-of-at-least-32-bytes-long"),
+                    ("WALDUR_TOKEN", "hunter2")
+                ])
+                .unwrap()
             )
             .contains("hunter2")
         );
         let c = Config::from_vars([
-            ("WEBHOOK_SECRET", "s"),
+            ("WEBHOOK_SECRET", "test-secret-of-at-least-32-bytes-long"),
             ("WALDUR_ALLOWED_CIDRS", "192.0.2.0/24"),
         ]);
         assert!(c.unwrap().waldur.unwrap().token.is_none());

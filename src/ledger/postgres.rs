@@ -93,24 +93,35 @@ fn resource_key(resource_id: i64) -> i32 {
 }
 
 impl Postgres {
-    /// Connects to `url` and creates the schema if needed.
+    /// Connects to `url` (TLS as its `sslmode` asks: [`crate::ledger_tls`]) and creates the
+    /// schema if needed.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| StoreError(format!("LEDGER_URL is not a PostgreSQL URL: {e}")))?;
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let (config, tls) =
+            crate::ledger_tls::parse(url).map_err(|e| StoreError(format!("LEDGER_URL: {e}")))?;
+        let connector = tls
+            .connector()
+            .map_err(|e| StoreError(format!("LEDGER_URL: {e}")))?;
+        let recycling = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match connector {
+            Some(connector) => Manager::from_config(config, connector, recycling),
+            None => Manager::from_config(config, NoTls, recycling),
+        };
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .build()
             .map_err(|e| StoreError(format!("ledger (PostgreSQL): {e}")))?;
         let this = Self { pool };
-        let mut client = this.client().await?;
+        let mut client = this.client().await.map_err(|e| match tls.mode {
+            // The pool's error keeps the handshake's cause to itself: say what is checked.
+            crate::ledger_tls::Mode::VerifyFull if e.0.contains("TLS") => StoreError(format!(
+                "{}: with sslmode=verify-full the server's certificate must be issued for \
+                     the host in LEDGER_URL by a CA in sslrootcert (or the system's roots)",
+                e.0
+            )),
+            _ => e,
+        })?;
         let tx = client.transaction().await?;
         tx.execute(
             "SELECT pg_advisory_xact_lock($1, $2)",

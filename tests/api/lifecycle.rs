@@ -108,7 +108,11 @@ async fn a_call_cut_short_by_the_shutdown_deadline_stays_configuring_and_resumes
         "{:?}",
         stopping.elapsed()
     );
-    let config = Config::from_vars([("WEBHOOK_SECRET", "s"), ("DATA_DIR", data)]).unwrap();
+    let config = Config::from_vars([
+        ("WEBHOOK_SECRET", "test-secret-of-at-least-32-bytes-long"),
+        ("DATA_DIR", data),
+    ])
+    .unwrap();
     let left = webhook::ledger::open(&config, false)
         .await
         .unwrap()
@@ -177,7 +181,10 @@ async fn the_send_command_signs_built_in_examples_that_the_webhook_accepts() {
 async fn the_send_command_fails_when_the_webhook_refuses() {
     let app = spawn_app(RecordingManager::new()).await;
     let config = Config::from_vars([
-        ("WEBHOOK_SECRET", "not the webhook's secret".to_owned()),
+        (
+            "WEBHOOK_SECRET",
+            "not the webhook's secret, though long enough to be one".to_owned(),
+        ),
         ("PORT", app.port.to_string()),
     ])
     .unwrap();

@@ -5,6 +5,8 @@ mod contract;
 mod helpers;
 mod hook;
 mod lifecycle;
+mod limits;
+mod local_run;
 mod outbox;
 mod presets;
 mod replay;

@@ -20,7 +20,10 @@ fn start_of(id: &str) -> Vec<u8> {
 /// The settings the `outbox` command would read next to `app`.
 pub fn cli_config(app: &TestApp) -> Config {
     Config::from_vars([
-        ("WEBHOOK_SECRET", "s".to_owned()),
+        (
+            "WEBHOOK_SECRET",
+            "test-secret-of-at-least-32-bytes-long".to_owned(),
+        ),
         ("DATA_DIR", app.data_dir.display().to_string()),
     ])
     .unwrap()
@@ -135,5 +138,76 @@ async fn a_report_the_back_end_refuses_is_marked_failed_and_can_be_retried_by_ha
     )
     .await
     .unwrap();
+    app.stop().await;
+}
+
+/// A server that answers every POST with 307 to the same path on `target`.
+async fn redirector(target: &str) -> String {
+    use poem::listener::{Acceptor, Listener, TcpListener};
+    let target = target.to_owned();
+    let acceptor = TcpListener::bind("127.0.0.1:0")
+        .into_acceptor()
+        .await
+        .unwrap();
+    let port = acceptor.local_addr()[0].as_socket_addr().unwrap().port();
+    let app = poem::endpoint::make_sync(move |req: poem::Request| {
+        poem::Response::builder()
+            .status(poem::http::StatusCode::TEMPORARY_REDIRECT)
+            .header("location", format!("{target}{}", req.uri().path()))
+            .finish()
+    });
+    tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(app));
+    format!("http://127.0.0.1:{port}")
+}
+
+#[tokio::test]
+async fn a_redirected_report_is_not_re_posted_and_fails_saying_why() {
+    // Arrange: the configured endpoints redirect to a back end that would accept the report.
+    let backend = start_backend().await;
+    let elsewhere = redirector(&backend.url).await;
+    let endpoints: Vec<(&'static str, String)> = backend
+        .endpoints()
+        .into_iter()
+        .map(|(k, v)| (k, v.replace(&backend.url, &elsewhere)))
+        .collect();
+    let mut settings = vars(&endpoints);
+    settings.push(("RETRY_BACKOFF", "100ms"));
+    let app = spawn_app_with(&settings, RecordingManager::new()).await;
+
+    // Act
+    app.post_webhook(&fixture("event_start.json")).await;
+
+    // Assert: both reports fail at once on the 307; the signed body went nowhere else.
+    let store = webhook::ledger::open(&cli_config(&app), false)
+        .await
+        .unwrap();
+    let mut failed = Vec::new();
+    for _ in 0..100 {
+        failed = store.outbox_list(false, 10).await.unwrap();
+        if failed.len() == 2 && failed.iter().all(|e| e.state == EntryState::Failed) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    for e in &failed {
+        assert_eq!(e.state, EntryState::Failed, "{e:?}");
+        let status = e.last_status.as_deref().unwrap_or_default();
+        assert!(
+            status.starts_with(
+                "307 Temporary Redirect: redirects are not followed (to http://127.0.0.1:"
+            ),
+            "{status}"
+        );
+    }
+    let received = {
+        let r = backend.received.lock().unwrap();
+        (r.notifications.len(), r.logs.len())
+    };
+    assert_eq!(
+        received,
+        (0, 0),
+        "a redirect carried the signed report to another server"
+    );
     app.stop().await;
 }

@@ -43,3 +43,57 @@ async fn a_fresh_event_within_the_tolerance_is_handled() {
     assert_eq!(manager.calls().len(), 1);
     app.stop().await;
 }
+
+/// `body` with its top-level signed `timestamp` set to `at`.
+fn dated(name: &str, at: &str) -> Vec<u8> {
+    let mut v: serde_json::Value = serde_json::from_slice(&fixture(name)).unwrap();
+    v["timestamp"] = at.into();
+    serde_json::to_vec(&v).unwrap()
+}
+
+#[tokio::test]
+async fn every_dated_event_is_checked_not_only_bookings() {
+    let manager = RecordingManager::new();
+    manager.answer_events(crate::helpers::HookAnswer::Handled("seen".into()));
+    let app = spawn_app_with(&[("REPLAY_TOLERANCE", "5m")], manager.clone()).await;
+    let hour_ago = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+
+    // The ALL ping, a nested event for the hook, an unknown type, another resource type's
+    // START: recorded an hour ago, played back now.
+    for name in [
+        "test_event.json",
+        "event_updated_moved.json",
+        "future_event_type.json",
+        "event_start_other_type.json",
+    ] {
+        let response = app.post_webhook(&dated(name, &hour_ago)).await;
+        assert_eq!(response.status(), 409, "{name}");
+        let reply = json(response).await;
+        assert_eq!(reply["status"], "replay", "{name}: {reply}");
+    }
+    assert!(manager.events().is_empty(), "{:?}", manager.events());
+
+    // Sent now, the same events go through.
+    let now = chrono::Utc::now().to_rfc3339();
+    let response = app.post_webhook(&dated("test_event.json", &now)).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(json(response).await["status"], "handled");
+    assert_eq!(manager.events().len(), 1);
+
+    // A body without a timestamp has nothing to check; a malformed one is refused.
+    let response = app
+        .post_webhook(br#"{"eventType":"SOMETHING_NEW","data":{}}"#)
+        .await;
+    assert_eq!(response.status(), 200);
+    let response = app
+        .post_webhook(br#"{"eventType":"ALL","timestamp":"yesterday","data":{}}"#)
+        .await;
+    assert_eq!(response.status(), 400);
+    assert!(
+        json(response).await["message"]
+            .as_str()
+            .unwrap()
+            .contains("timestamp")
+    );
+    app.stop().await;
+}

@@ -12,6 +12,7 @@ mod postgres;
 mod startup;
 mod storm;
 mod suite;
+mod tls;
 
 /// The suite on the embedded ledger: two connections to one SQLite file.
 mod sqlite_store {

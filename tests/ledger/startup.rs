@@ -13,7 +13,10 @@ use crate::helpers::RecordingManager;
 
 async fn start_error(data: &Path) -> String {
     let config = Config::from_vars([
-        ("WEBHOOK_SECRET", "s".to_owned()),
+        (
+            "WEBHOOK_SECRET",
+            "test-secret-of-at-least-32-bytes-long".to_owned(),
+        ),
         ("HOST", "127.0.0.1".into()),
         ("PORT", "0".into()),
         ("DATA_DIR", data.display().to_string()),

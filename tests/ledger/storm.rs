@@ -170,7 +170,10 @@ async fn storm(settings: &[(&str, &str)], replicas: usize) {
         apps.push(spawn_app_with(settings, manager.clone()).await);
     }
     // A look at the ledger from outside, as `outbox list` takes it.
-    let mut look: Vec<(&str, String)> = vec![("WEBHOOK_SECRET", "s".into())];
+    let mut look: Vec<(&str, String)> = vec![(
+        "WEBHOOK_SECRET",
+        "test-secret-of-at-least-32-bytes-long".into(),
+    )];
     look.extend(settings.iter().map(|(k, v)| (*k, (*v).to_owned())));
     let config = webhook::config::Config::from_vars(look).unwrap();
     let store: Arc<dyn Store> = webhook::ledger::open(&config, false).await.unwrap();

@@ -546,7 +546,15 @@ fn is_loopback(url: &reqwest::Url) -> bool {
 
 /// `PROCESSING_BUDGET`: below the sender's timeout.
 fn budget(value: Option<String>) -> Result<Duration, ConfigError> {
-    let budget = duration("PROCESSING_BUDGET", value)?.unwrap_or(DEFAULT_PROCESSING_BUDGET);
+    // `0s` is the default spelled out: answer as soon as the booking is recorded.
+    let zero = value
+        .as_deref()
+        .is_some_and(|v| matches!(v.trim(), "0" | "0s" | "0ms"));
+    let budget = if zero {
+        Duration::ZERO
+    } else {
+        duration("PROCESSING_BUDGET", value)?.unwrap_or(DEFAULT_PROCESSING_BUDGET)
+    };
     if budget >= SENDER_TIMEOUT {
         return Err(ConfigError(format!(
             "PROCESSING_BUDGET: {} is not below the sender's {}s timeout; the sender would \

@@ -69,10 +69,10 @@ pub trait ResourceManager: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Any other verified event: `EVENT_CREATED`, `EVENT_UPDATED`, `RESOURCE_*`, the `ALL`
-    /// test ping, event types newer than this service, and Waldur events that neither
-    /// configure nor release; never START, END or DELETED, nor a booking of another resource
-    /// type. Use it to trigger a workflow on, say, `RESOURCE_STATUS_CHANGED`.
+    /// Any other verified event: `EVENT_CREATED`, `RESOURCE_*` but `RESOURCE_DELETED`, the
+    /// `ALL` test ping, event types newer than this service, and Waldur events that neither
+    /// configure nor release; never START, END, DELETED or UPDATED nor `RESOURCE_DELETED`
+    /// (the service acts on those), nor a booking of another resource type. Use it to trigger a workflow on, say, `RESOURCE_STATUS_CHANGED`.
     ///
     /// `event.body` is the raw JSON; [`OtherEvent::parse`] reads it. `EVENT_*` and
     /// `RESOURCE_*` events come for every resource type: [`OtherEvent::is_ours`] tells.

@@ -691,7 +691,8 @@ fn start_up_refuses_a_guard_waldur_cannot_pass_or_lists_that_lose_resources() {
         ),
     ];
     for (vars, expected) in cases {
-        let mut all = vec![("WEBHOOK_SECRET", "s")];
+        let secret = crate::helpers::fixture_secret();
+        let mut all = vec![("WEBHOOK_SECRET", secret.as_str())];
         all.extend(vars.iter().copied());
         let err = webhook::config::Config::from_vars(all)
             .unwrap_err()

@@ -199,8 +199,9 @@ async fn wait(
         if body["settled"] == true {
             println!("{}", serde_json::to_string_pretty(&body)?);
             anyhow::ensure!(
-                body["state"] != "failed",
-                "booking {id} failed: {}",
+                body["state"] != "failed" && body["state"] != "refused",
+                "booking {id} {}: {}",
+                body["state"].as_str().unwrap_or("failed"),
                 body["lastError"]
             );
             return Ok(());

@@ -333,7 +333,13 @@ async fn settle(
     work: bool,
     result: Option<oneshot::Receiver<Booking>>,
 ) -> (Reply, u32) {
-    let settled = match wait(state, &b.id, desired, result).await {
+    // With no budget (the default) the reply does not wait for the call at all.
+    let waited = if state.config.processing_budget.is_zero() {
+        Ok(None)
+    } else {
+        wait(state, &b.id, desired, result).await
+    };
+    let settled = match waited {
         Ok(Some(settled)) => Some(settled),
         Ok(None) => match state.store.defer(&b.id, ledger::now()).await {
             // It ended between the last look and now: answer with the result after all.
@@ -444,7 +450,7 @@ pub fn final_reply(id: &str, op: Op, finish: &Finish) -> Reply {
         (Finish::Done { .. }, Op::EndChanged) => {
             Reply::ok("updated", format!("booking {id} updated"))
         }
-        (Finish::Failed { error, transient }, _) => failed(op, error, *transient),
+        (Finish::Failed { error, transient, .. }, _) => failed(op, error, *transient),
         (Finish::Refused { error }, _) => refused(id, error),
         (Finish::Retry { .. }, _) => Reply::new(
             StatusCode::ACCEPTED,

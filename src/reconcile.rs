@@ -360,17 +360,23 @@ impl Reconciler {
                         transient,
                         "{} failed", op.as_str()
                     );
-                    if transient && b.attempts < self.max_attempts {
+                    // A release is retried whatever the error: until it succeeds, the user
+                    // keeps the resource. Past MAX_ATTEMPTS the failure is reported once and
+                    // the release goes on, on the capped backoff.
+                    let release = op == Op::Release;
+                    let wait = backoff(self.retry_backoff, b.attempts);
+                    let at = ledger::now() + wait.as_millis() as i64;
+                    if (transient || release) && b.attempts < self.max_attempts {
                         self.metrics.retry(op.as_str());
-                        let wait = backoff(self.retry_backoff, b.attempts);
                         Finish::Retry {
                             error: e.message().to_owned(),
-                            at: ledger::now() + wait.as_millis() as i64,
+                            at,
                         }
                     } else {
                         Finish::Failed {
                             error: e.message().to_owned(),
                             transient,
+                            retry_at: release.then_some(at),
                         }
                     }
                 }
@@ -384,7 +390,15 @@ impl Reconciler {
     /// Records a call's result, with the user's notification and, if the delivery was
     /// answered 202, its audit entry; the booking as it now stands, if recorded.
     async fn record(&self, b: &Booking, op: Op, finish: &Finish) -> Option<Booking> {
-        let reports: Vec<_> = self.reports.result(b, op, finish).into_iter().collect();
+        // A release still failing after it was reported is not reported again.
+        let reported_before = matches!(finish, Finish::Failed { retry_at: Some(_), .. })
+            && b.attempts > self.max_attempts;
+        let reports: Vec<_> = self
+            .reports
+            .result(b, op, finish)
+            .filter(|_| !reported_before)
+            .into_iter()
+            .collect();
         let reply = crate::dispatch::final_reply(&b.id, op, finish);
         let deferred = b.webhook_id.as_deref().and_then(|webhook_id| {
             self.reports.audit(Audit {

@@ -27,14 +27,15 @@ generate() { # name resource_type
 }
 
 # Starts the generated binary in $dir with .env copied from .env.example, signs a built-in
-# START with its `send` command and expects it configured. RESOURCE_TYPE is given to the
+# START with its `send` command and follows it (`--wait`) until it is configured, then END
+# until it is released. RESOURCE_TYPE is given to the
 # sender explicitly, so the event matches only if the server read the same type from .env.
 serve_and_send() { # dir binary resource_type
   local dir=$1 bin=$2 type=$3 port="" log="$work/$2.server.log"
   cp "$dir/.env.example" "$dir/.env"
   # Port 0: the OS picks a free port, which the service logs.
   # The ledger goes outside the project, which the --git comparison below expects as generated.
-  (cd "$dir" && PORT=0 HOST=127.0.0.1 DATA_DIR="$work/$bin.data" exec "$CARGO_TARGET_DIR/debug/$bin" >"$log" 2>&1) &
+  (cd "$dir" && PORT=0 HOST=127.0.0.1 DATA_DIR="$work/$bin.data" ADMIN_TOKEN=generation-check exec "$CARGO_TARGET_DIR/debug/$bin" >"$log" 2>&1) &
   server_pid=$!
   for _ in $(seq 1 100); do
     port=$(sed -n 's/.*listening.*port=\([0-9]*\).*/\1/p' "$log" | head -n 1)
@@ -44,12 +45,12 @@ serve_and_send() { # dir binary resource_type
   [ -n "$port" ] || fail "$bin did not start: $(cat "$log")"
   grep -q "\"service\":\"$bin\"" "$work/health.json" || fail "$bin /healthz: $(cat "$work/health.json")"
   local reply
-  reply=$(cd "$dir" && PORT=$port DATA_DIR="$work/$bin.data" RESOURCE_TYPE="$type" "$CARGO_TARGET_DIR/debug/$bin" send --event start) ||
+  reply=$(cd "$dir" && PORT=$port DATA_DIR="$work/$bin.data" RESOURCE_TYPE="$type" ADMIN_TOKEN=generation-check "$CARGO_TARGET_DIR/debug/$bin" send --event start --wait) ||
     fail "$bin send: $reply"
-  echo "$reply" | grep -q '"status":"configured"' || fail "$bin did not configure: $reply"
-  reply=$(cd "$dir" && PORT=$port DATA_DIR="$work/$bin.data" RESOURCE_TYPE="$type" "$CARGO_TARGET_DIR/debug/$bin" send --event end) ||
+  echo "$reply" | grep -q '"state": "active"' || fail "$bin did not configure: $reply"
+  reply=$(cd "$dir" && PORT=$port DATA_DIR="$work/$bin.data" RESOURCE_TYPE="$type" ADMIN_TOKEN=generation-check "$CARGO_TARGET_DIR/debug/$bin" send --event end --wait) ||
     fail "$bin send: $reply"
-  echo "$reply" | grep -q '"status":"released"' || fail "$bin did not release: $reply"
+  echo "$reply" | grep -q '"state": "released"' || fail "$bin did not release: $reply"
   kill -TERM "$server_pid"
   wait "$server_pid" || fail "$bin did not stop cleanly on SIGTERM: $(tail -5 "$work/$bin.server.log")"
   server_pid=""

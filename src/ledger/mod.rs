@@ -331,9 +331,12 @@ pub enum Finish {
         error: String,
         at: Millis,
     },
+    /// The operation failed for good as far as anyone is told. `retry_at`: a release is tried
+    /// again then all the same, since the user keeps the resource until it succeeds.
     Failed {
         error: String,
         transient: bool,
+        retry_at: Option<Millis>,
     },
     /// The booking's own input is at fault ([`State::Refused`]).
     Refused {

@@ -439,9 +439,10 @@ pub fn finish(
                 Op::Configure | Op::EndChanged => State::Active,
                 Op::Release => State::Released,
             };
-            if op != Op::EndChanged {
-                b.outcome = Some(outcome.clone());
-            }
+            // The outcome may hold credentials: it goes to the user's notification only, and
+            // is never kept with the booking.
+            let _ = outcome;
+            b.outcome = None;
             b.last_error = None;
             b.error_transient = false;
             match op {
@@ -450,7 +451,9 @@ pub fn finish(
                 Op::EndChanged => format!("manager told of the new end (attempt {attempt})"),
             }
         }
-        Finish::Failed { error, transient } if op == Op::EndChanged => {
+        Finish::Failed {
+            error, transient, ..
+        } if op == Op::EndChanged => {
             // The resource stays configured until the booking's end, which the ledger has.
             b.last_error = Some(error.clone());
             b.error_transient = *transient;
@@ -515,6 +518,16 @@ pub fn finish(
         b.next_attempt_at = Some(now);
         b.attempts = 0;
     }
+    let history = match finish {
+        Finish::Failed {
+            retry_at: Some(at), ..
+        } if op == Op::Release && b.desired == Desired::Released => {
+            b.next_attempt_at = Some(*at);
+            let wait = (at - now).max(0) as f64 / 1000.0;
+            format!("{history}; the release is tried again in {wait:.1}s, and until it succeeds")
+        }
+        _ => history,
+    };
     let deferred = std::mem::take(&mut b.audit_deferred);
     Some(Decision {
         booking: b,
@@ -713,7 +726,7 @@ mod tests {
         let f = finish(c.booking, "me", &done, 6).unwrap();
         assert_eq!(f.booking.state, State::Active);
         assert!(f.booking.settled());
-        assert_eq!(f.booking.outcome.as_deref(), Some("ok"));
+        assert_eq!(f.booking.outcome, None);
         // The same update again changes nothing.
         let again = record(Some(f.booking), &update(|i| i.end = 99), 7);
         assert!(

@@ -105,7 +105,8 @@ impl Sqlite {
         };
         let db = dir.join("ledger.db");
         let lock = if serving {
-            std::fs::create_dir_all(dir).map_err(|e| problem("cannot create", dir, &e))?;
+            private_dir(dir).map_err(|e| problem("cannot create", dir, &e))?;
+            private_file(&db).map_err(|e| problem("cannot create", &db, &e))?;
             let path = dir.join("ledger.lock");
             let file = File::options()
                 .create(true)
@@ -139,6 +140,9 @@ impl Sqlite {
                 c.busy_timeout(std::time::Duration::from_secs(5))?;
                 c.pragma_update(None, "journal_mode", "WAL")?;
                 c.pragma_update(None, "synchronous", "FULL")?;
+                // What is deleted or overwritten (a report's text once delivered) is zeroed
+                // on disk, not left in free pages.
+                c.pragma_update(None, "secure_delete", "ON")?;
                 c.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA}"))?;
                 add_columns(&c)?;
                 c.execute_batch("COMMIT;")?;
@@ -244,6 +248,42 @@ fn commit_group(conn: &mut Connection, group: Vec<Job>) {
 }
 
 /// Built once: reads a booking's row.
+/// Creates `dir` readable by this user only (bookings and reports may hold what users were
+/// given); an existing directory keeps its mode, which the owner chose.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)
+}
+
+/// Creates the ledger file readable by this user only; SQLite gives its journal files the
+/// same mode. A ledger made by an older version is made private too.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    let file = File::options().create(true).append(true).open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    drop(file);
+    for journal in ["ledger.db-wal", "ledger.db-shm"] {
+        let p = path.with_file_name(journal);
+        #[cfg(unix)]
+        if p.exists() {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
+}
+
 /// Adds the columns a ledger written by an older version lacks ([`ADDED_COLUMNS`]).
 fn add_columns(c: &Connection) -> rusqlite::Result<()> {
     let have: Vec<String> = c
@@ -748,6 +788,19 @@ mod tests {
             booking_id: None,
             body: body.into(),
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_ledger_is_readable_by_its_user_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("data");
+        let s = Sqlite::open(&dir, true).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&Sqlite::path(&dir)), 0o600);
+        drop(s);
     }
 
     #[tokio::test]

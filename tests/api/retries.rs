@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use webhook::cli::{Example, SendArgs};
 use webhook::config::Config;
 
-use crate::helpers::{ADMIN_TOKEN, Call, RecordingManager, fixture, fixture_secret, json};
+use crate::helpers::{
+    ADMIN_TOKEN, Call, RecordingManager, fixture, fixture_secret, json, spawn_app_with,
+};
 use crate::report::{start_backend, vars};
 
 #[tokio::test]
@@ -183,4 +185,43 @@ async fn the_send_command_waits_for_background_work_to_finish() {
     let (_, status) = app.status("88").await;
     assert_eq!(status["state"], "active");
     app.stop().await;
+}
+
+#[tokio::test]
+async fn a_release_that_fails_beyond_max_attempts_is_tried_until_it_succeeds() {
+    // Arrange: the backend is down at END for longer than all attempts.
+    let manager = RecordingManager::new();
+    let app = spawn_app_with(
+        &[("MAX_ATTEMPTS", "2"), ("RETRY_BACKOFF", "50ms")],
+        manager.clone(),
+    )
+    .await;
+    app.post_webhook(&fixture("event_start.json")).await;
+    manager.fail_next(5, true, "the switch does not answer");
+
+    // Act
+    app.post_webhook(&fixture("event_end.json")).await;
+
+    // Assert: while it fails, the release is counted as failing; once the backend is back,
+    // the booking is released.
+    let mut failing = false;
+    for _ in 0..200 {
+        let metrics = app.get("/metrics").await.text().await.unwrap();
+        if metrics.contains("webhook_failing_releases 1") {
+            failing = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(failing, "no failing release was counted");
+    let status = app.settled("103", Duration::from_secs(30)).await;
+    assert_eq!(status["state"], "released", "{status}");
+    let releases = manager
+        .calls()
+        .iter()
+        .filter(|c| matches!(c, Call::Release(_)))
+        .count();
+    assert_eq!(releases, 6);
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("webhook_failing_releases 0"), "{metrics}");
 }

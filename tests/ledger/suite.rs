@@ -296,6 +296,7 @@ pub async fn a_retry_waits_for_its_time_and_a_failure_is_final(l: Ledger) {
     let failed = Finish::Failed {
         error: "bad VLAN".into(),
         transient: false,
+        retry_at: None,
     };
     let b = a
         .finish("1", "me", &failed, T + 1_001, &[], None)

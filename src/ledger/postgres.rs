@@ -12,18 +12,18 @@
 //! polls ([`Store::leads`]). The schema is created and migrated at start-up, idempotently,
 //! in one place ([`SCHEMA`]).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{LazyLock, OnceLock};
-use std::time::Duration;
+use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
-use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::rules::{self, Neighbours};
+mod lead;
+mod step;
+
+use step::{Step, Write, step};
+
+use super::rules;
 use super::{
     Attempt, Booking, COLUMNS, Claim, Desired, Entry, EntryState, Event, Finish, Intent, Kind,
     Lease, Millis, NewEntry, Recorded, State, Store, StoreError, Verdict, active_bookings_sql,
@@ -104,18 +104,12 @@ const LEADER_LOCK: i32 = i32::MIN + 1;
 
 /// Connections kept open; a busy replica uses a few at a time.
 const POOL_SIZE: usize = 16;
-/// Times a step may find what it read changed before it gives up. Each time another step
-/// wrote first, so the ledger as a whole moves on.
-const MAX_CONFLICTS: u32 = 200;
 
 /// The shared ledger.
 pub struct Postgres {
     pool: Pool,
-    /// Set while this process holds [`LEADER_LOCK`].
-    leading: Arc<AtomicBool>,
-    /// The election, started by the first [`Store::leads`] (only a serving process asks),
-    /// and stopped with the store.
-    election: OnceLock<DropGuard>,
+    /// Who leads the timed polls.
+    election: lead::Election,
 }
 
 /// The connection pool for `url`: the one place that says how the ledger connects.
@@ -141,8 +135,7 @@ impl Postgres {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let this = Self {
             pool: pool(url)?,
-            leading: Arc::new(AtomicBool::new(false)),
-            election: OnceLock::new(),
+            election: lead::Election::default(),
         };
         let mut client = this.client().await?;
         let tx = client.transaction().await?;
@@ -167,214 +160,6 @@ async fn client(pool: &Pool) -> Result<deadpool_postgres::Client, StoreError> {
             "ledger (PostgreSQL at LEDGER_URL) cannot be reached: {e}"
         ))
     })
-}
-
-/// Waits for [`LEADER_LOCK`] on a connection of its own (the server queues the waiters, so
-/// nobody polls for it) and leads while that session lives; then waits again.
-async fn elect(pool: Pool, leading: Arc<AtomicBool>) {
-    loop {
-        if let Ok(c) = client(&pool).await {
-            // Out of the pool: the lock lives as long as this session, which nobody else uses.
-            let session = deadpool_postgres::Object::take(c);
-            let locked = session
-                .execute(
-                    "SELECT pg_advisory_lock($1, $2)",
-                    &[&LOCK_SPACE, &LEADER_LOCK],
-                )
-                .await;
-            if locked.is_ok() {
-                leading.store(true, Ordering::SeqCst);
-                tracing::info!("this replica leads the ledger's polls");
-                while !session.is_closed() {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                leading.store(false, Ordering::SeqCst);
-                tracing::warn!("lost the lead of the ledger's polls: its session ended");
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-/// What a step's decision is taken on, read in one statement (one snapshot).
-struct Read {
-    booking: Option<Booking>,
-    /// The booking row's `xmin`: changes with every write of the row.
-    row_version: Option<String>,
-    resource: i64,
-    /// The resource's decision count; `None` before its first decision.
-    resource_version: Option<i64>,
-    neighbours: Neighbours,
-}
-
-/// Built once: reads booking `$1` (of resource `$2` if it is new), the versions, and its
-/// neighbours as at time `$3`.
-static READ: LazyLock<String> = LazyLock::new(|| {
-    let columns: Vec<String> = COLUMNS.iter().map(|c| format!("b.{c}")).collect();
-    format!(
-        "WITH b AS (SELECT *, xmin::text AS row_version FROM bookings WHERE id = $1), \
-         res AS (SELECT COALESCE((SELECT resource_id FROM b), $2::BIGINT) AS rid) \
-         SELECT {}, b.row_version, res.rid, \
-           (SELECT version FROM resource_decisions WHERE resource_id = res.rid) AS rversion, \
-           EXISTS (SELECT 1 FROM bookings o WHERE o.resource_id = res.rid AND o.id <> $1 \
-                   AND o.lease_until > $3) AS leased, \
-           EXISTS (SELECT 1 FROM bookings o WHERE o.resource_id = res.rid AND o.id <> $1 \
-                   AND o.desired = 'released' AND o.next_attempt_at IS NOT NULL) AS releasing \
-         FROM res LEFT JOIN b ON TRUE",
-        columns.join(", ")
-    )
-});
-
-fn read_row(r: &Row) -> Result<Read, StoreError> {
-    let row_version: Option<String> = r.try_get("row_version")?;
-    Ok(Read {
-        booking: row_version.as_ref().map(|_| booking(r)).transpose()?,
-        row_version,
-        resource: r.try_get("rid")?,
-        resource_version: r.try_get("rversion")?,
-        neighbours: Neighbours {
-            leased: r.try_get("leased")?,
-            release_pending: r.try_get("releasing")?,
-        },
-    })
-}
-
-async fn read(
-    c: &impl GenericClient,
-    id: &str,
-    resource: i64,
-    now: Millis,
-) -> Result<Read, StoreError> {
-    let statement = c.prepare_cached(&READ).await?;
-    read_row(&c.query_one(&statement, &[&id, &resource, &now]).await?)
-}
-
-/// Built once: writes a decision if the row and its resource are as read. `$1`..`$23` the
-/// row ([`COLUMNS`]), then its row version, resource and resource version as read, its
-/// history lines, its reports (kinds, booking ids, bodies) and the time; answers 1 if
-/// written, 0 if something changed meanwhile (and then nothing is written).
-static WRITE: LazyLock<String> = LazyLock::new(|| {
-    let n = COLUMNS.len();
-    let p = |i: usize| format!("${}", n + i);
-    let (row_version, resource, resource_version) = (p(1), p(2), p(3));
-    let (history, kinds, booking_ids, bodies, now) = (p(4), p(5), p(6), p(7), p(8));
-    let upsert = super::upsert_guarded_sql(
-        '$',
-        "decision",
-        &format!("bookings.xmin::text = {row_version}"),
-    );
-    format!(
-        "WITH decision AS ( \
-           INSERT INTO resource_decisions (resource_id, version) VALUES ({resource}, 1) \
-           ON CONFLICT (resource_id) DO UPDATE SET version = resource_decisions.version + 1 \
-           WHERE resource_decisions.version = {resource_version} RETURNING 1), \
-         row AS ({upsert} RETURNING id), \
-         history AS (INSERT INTO booking_history (booking_id, at, what) \
-           SELECT row.id, {now}, h.what FROM row, \
-           unnest({history}::TEXT[]) WITH ORDINALITY AS h(what, n) ORDER BY h.n), \
-         reports AS (INSERT INTO outbox (kind, booking_id, body, state, attempts, \
-           next_attempt_at, created_at, updated_at) \
-           SELECT e.kind, e.booking_id, e.body, 'pending', 0, {now}, {now}, {now} FROM row, \
-           unnest({kinds}::TEXT[], {booking_ids}::TEXT[], {bodies}::TEXT[]) \
-             WITH ORDINALITY AS e(kind, booking_id, body, n) ORDER BY e.n) \
-         SELECT COUNT(*) FROM row"
-    )
-});
-
-/// A decision to write.
-struct Write<'a> {
-    booking: Booking,
-    history: Vec<String>,
-    reports: Vec<&'a NewEntry>,
-}
-
-/// Writes `w` if what `r` read still holds; `false` if it changed (nothing written).
-async fn write(
-    c: &impl GenericClient,
-    r: &Read,
-    w: &Write<'_>,
-    now: Millis,
-) -> Result<bool, StoreError> {
-    let b = &w.booking;
-    let attempts = b.attempts as i32;
-    let kinds: Vec<&str> = w.reports.iter().map(|e| e.kind.as_str()).collect();
-    let booking_ids: Vec<Option<&str>> =
-        w.reports.iter().map(|e| e.booking_id.as_deref()).collect();
-    let bodies: Vec<&str> = w.reports.iter().map(|e| e.body.as_str()).collect();
-    let params: [&(dyn ToSql + Sync); 31] = [
-        &b.id,
-        &b.resource_id,
-        &b.resource_name,
-        &b.user_id,
-        &b.start,
-        &b.end,
-        &b.reservation,
-        &b.webhook_id,
-        &b.desired.as_str(),
-        &b.state.as_str(),
-        &attempts,
-        &b.last_error,
-        &b.error_transient,
-        &b.outcome,
-        &b.next_attempt_at,
-        &b.lease_owner,
-        &b.lease_until,
-        &b.execution_id,
-        &b.event_type,
-        &b.body,
-        &b.audit_deferred,
-        &b.created_at,
-        &b.updated_at,
-        // What the decision read.
-        &r.row_version,
-        &r.resource,
-        &r.resource_version,
-        // What goes with it.
-        &w.history,
-        &kinds,
-        &booking_ids,
-        &bodies,
-        &now,
-    ];
-    let statement = c.prepare_cached(&WRITE).await?;
-    let written: i64 = c.query_one(&statement, &params).await?.try_get(0)?;
-    Ok(written == 1)
-}
-
-/// What a step decided from what it read: a decision to write, or nothing to write.
-enum Step<'a, T> {
-    Write(Write<'a>, T),
-    Keep(T),
-}
-
-/// Runs one step on booking `id` (of `resource` if it is new): reads, decides with
-/// `decide`, and writes; when what it read changed before the write, it reads and decides
-/// again, after a short random wait once it has met others a few times.
-async fn step<'a, T>(
-    c: &impl GenericClient,
-    id: &str,
-    resource: i64,
-    now: Millis,
-    mut decide: impl FnMut(Option<Booking>, Neighbours) -> Result<Step<'a, T>, StoreError>,
-) -> Result<T, StoreError> {
-    for conflict in 0..MAX_CONFLICTS {
-        if conflict >= 2 {
-            let most = 100u64 << conflict.min(8);
-            tokio::time::sleep(Duration::from_micros(super::random() % most)).await;
-        }
-        let mut r = read(c, id, resource, now).await?;
-        match decide(r.booking.take(), r.neighbours)? {
-            Step::Keep(out) => return Ok(out),
-            Step::Write(w, out) => {
-                if write(c, &r, &w, now).await? {
-                    return Ok(out);
-                }
-            }
-        }
-    }
-    Err(StoreError(format!(
-        "ledger (PostgreSQL): booking {id} changed under this step {MAX_CONFLICTS} times in a row"
-    )))
 }
 
 async fn enqueue(
@@ -464,46 +249,48 @@ impl Store for Postgres {
     ) -> Result<Recorded, StoreError> {
         let client = self.client().await?;
         let id = &intent.booking_id;
-        step(&client, id, intent.resource_id, now, |existing, neighbours| {
-            let d = rules::record(existing, intent, now);
-            let claimed = match lease {
-                Some(l) if d.result == Verdict::Work => rules::claim(
-                    d.booking.clone(),
-                    neighbours,
-                    l.owner,
-                    now,
-                    l.until,
-                ),
-                _ => None,
-            };
-            Ok(match claimed {
-                // The claim's row holds the record's changes too: the row is written once.
-                Some(c) => Step::Write(
-                    Write {
-                        booking: c.booking.clone(),
-                        history: vec![d.history, c.history.clone()],
-                        reports: Vec::new(),
-                    },
-                    Recorded {
-                        verdict: d.result,
-                        booking: c.booking.clone(),
-                        claim: c.into_claim(),
-                    },
-                ),
-                None => Step::Write(
-                    Write {
-                        booking: d.booking.clone(),
-                        history: vec![d.history],
-                        reports: Vec::new(),
-                    },
-                    Recorded {
-                        verdict: d.result,
-                        booking: d.booking,
-                        claim: None,
-                    },
-                ),
-            })
-        })
+        step(
+            &client,
+            id,
+            intent.resource_id,
+            now,
+            |existing, neighbours| {
+                let d = rules::record(existing, intent, now);
+                let claimed = match lease {
+                    Some(l) if d.result == Verdict::Work => {
+                        rules::claim(d.booking.clone(), neighbours, l.owner, now, l.until)
+                    }
+                    _ => None,
+                };
+                Ok(match claimed {
+                    // The claim's row holds the record's changes too: the row is written once.
+                    Some(c) => Step::write(
+                        Write {
+                            booking: c.booking.clone(),
+                            history: vec![d.history, c.history.clone()],
+                            reports: Vec::new(),
+                        },
+                        Recorded {
+                            verdict: d.result,
+                            booking: c.booking.clone(),
+                            claim: c.into_claim(),
+                        },
+                    ),
+                    None => Step::write(
+                        Write {
+                            booking: d.booking.clone(),
+                            history: vec![d.history],
+                            reports: Vec::new(),
+                        },
+                        Recorded {
+                            verdict: d.result,
+                            booking: d.booking,
+                            claim: None,
+                        },
+                    ),
+                })
+            },
+        )
         .await
     }
 
@@ -527,7 +314,7 @@ impl Store for Postgres {
                 history: vec![d.history.clone()],
                 reports: Vec::new(),
             };
-            Ok(Step::Write(w, d.into_claim()))
+            Ok(Step::write(w, d.into_claim()))
         })
         .await
     }
@@ -568,7 +355,7 @@ impl Store for Postgres {
                 history: vec![d.history],
                 reports: entries,
             };
-            Ok(Step::Write(w, Some(d.booking)))
+            Ok(Step::write(w, Some(d.booking)))
         })
         .await
     }
@@ -644,7 +431,7 @@ impl Store for Postgres {
             let (id, resource): (String, i64) = (row.get(0), row.get(1));
             let needs_call = step(&client, &id, resource, now, |existing, _| {
                 Ok(match existing.and_then(|b| rules::sweep(b, now)) {
-                    Some(d) => Step::Write(
+                    Some(d) => Step::write(
                         Write {
                             booking: d.booking,
                             history: vec![d.history],
@@ -779,18 +566,6 @@ impl Store for Postgres {
     }
 
     fn leads(&self) -> bool {
-        self.election.get_or_init(|| {
-            let stop = CancellationToken::new();
-            let (pool, leading) = (self.pool.clone(), self.leading.clone());
-            let guard = stop.clone().drop_guard();
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = elect(pool, leading) => {}
-                    _ = stop.cancelled() => {}
-                }
-            });
-            guard
-        });
-        self.leading.load(Ordering::SeqCst)
+        self.election.leads(&self.pool)
     }
 }

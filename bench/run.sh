@@ -117,13 +117,13 @@ if [ "$ONLY" != start ]; then
   webhook_row "webhook, GET /healthz" /healthz healthz
 fi
 webhook_row "webhook, signed EVENT_START, new id each" /webhook start
+sqlite_rps=${last%% *}
 # The same with the ledger in memory (tmpfs): what syncing it to disk costs.
 if [ -d /dev/shm ] && [ -w /dev/shm ]; then
   shm=$(mktemp -d /dev/shm/webhook-bench.XXXXXX)
   webhook_row "… the same, ledger on tmpfs (no disk sync)" /webhook start "$shm"
   shm="" # settle_disk removed it
 fi
-sqlite_rps=${last%% *}
 
 # A PostgreSQL server of the run's own, with default durability (fsync, synchronous commit).
 as_postgres() {
@@ -192,7 +192,7 @@ pid2=""
 row "… the same, PostgreSQL ledger, two replicas, a generator each" \
   "$rps1 + $rps2 = $rps req/s ($(awk -v a="$rps" -v b="$pg_rps" 'BEGIN {printf "%.2f", a / b}') × one replica), p50 $p50 µs, p99 $p99 µs, non-2xx $bad"
 row "PostgreSQL ledger, one replica, against SQLite" \
-  "$(awk -v a="$pg_rps" -v b="$sqlite_rps" 'BEGIN {printf "%.0f%%", 100 * a / b}') of the embedded ledger's START rate"
+  "$(awk -v a="$pg_rps" -v b="$sqlite_rps" 'BEGIN {printf "%.0f%%", 100 * a / b}') of the embedded ledger's START rate (synced, same run)"
 unset LEDGER_URL
 pg_stop
 

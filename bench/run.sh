@@ -3,6 +3,10 @@
 # and prints one table. Run on demand (not part of the tests): bench/run.sh
 #
 #   DURATION=10 CONNECTIONS=16 REPS=3 bench/run.sh
+#   ONLY=start bench/run.sh     # only the signed START rows (both ledgers), then stop
+#
+# The PostgreSQL rows start their own server (PostgreSQL 13 or later, default durability)
+# in a temporary directory on a free port, as the ledger tests do.
 #
 # Throughput and latency come from bench/src/bin/load.rs over loopback; the median of REPS
 # runs is reported, and every non-2xx answer is counted. The load generator shares the
@@ -15,6 +19,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-16}
 REPS=${REPS:-3}
+ONLY=${ONLY:-}
 MILLION=${MILLION:-1000000}
 # Everything is built as the image builds the service (see Dockerfile): release, linked
 # statically, for the host's target.
@@ -23,10 +28,14 @@ export RUSTFLAGS="-C target-feature=+crt-static"
 bin="$CARGO_TARGET_DIR/$host/release"
 work=$(mktemp -d)
 pid=""
+pid2=""
 shm=""
+pg=""
 cleanup() {
   [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+  [ -n "$pid2" ] && kill "$pid2" 2>/dev/null || true
   [ -n "$shm" ] && rm -rf "$shm"
+  [ -n "$pg" ] && pg_stop
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -95,22 +104,109 @@ webhook_row() { # label path mode [data-dir]
   port=$(free_port)
   start "$bin/noop-webhook" "$port"
   [ -n "${idle:-}" ] || idle=$(rss_kib)
-  load_row "$1" "$(measure "http://127.0.0.1:$port$2" "$3")" "$bare_rps"
+  last=$(measure "http://127.0.0.1:$port$2" "$3")
+  load_row "$1" "$last" "$bare_rps"
   stop
   settle_disk
 }
 echo "webhook..." >&2
 # The light scenarios first: the START runs write a lot, and the machine takes a while to
 # become quiet again after them.
-webhook_row "webhook, signed START of another type (ignored)" /webhook ignored
-webhook_row "webhook, GET /healthz" /healthz healthz
+if [ "$ONLY" != start ]; then
+  webhook_row "webhook, signed START of another type (ignored)" /webhook ignored
+  webhook_row "webhook, GET /healthz" /healthz healthz
+fi
 webhook_row "webhook, signed EVENT_START, new id each" /webhook start
+sqlite_rps=${last%% *}
 # The same with the ledger in memory (tmpfs): what syncing it to disk costs.
 if [ -d /dev/shm ] && [ -w /dev/shm ]; then
   shm=$(mktemp -d /dev/shm/webhook-bench.XXXXXX)
   webhook_row "… the same, ledger on tmpfs (no disk sync)" /webhook start "$shm"
   shm="" # settle_disk removed it
 fi
+
+# A PostgreSQL server of the run's own, with default durability (fsync, synchronous commit).
+as_postgres() {
+  if [ "$(id -u)" = 0 ]; then setpriv --reuid=postgres --regid=postgres --init-groups "$@"; else "$@"; fi
+}
+pg_start() {
+  local pgbin
+  pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  if [ -z "$pgbin" ]; then
+    echo "PostgreSQL is not installed: run scripts/install-backends.sh" >&2
+    return 1
+  fi
+  pg=$(mktemp -d)
+  [ "$(id -u)" = 0 ] && chown postgres: "$pg"
+  pg_ctl="$pgbin/pg_ctl"
+  as_postgres "$pgbin/initdb" -D "$pg/data" -U postgres --auth=trust -E UTF8 >/dev/null
+  pg_port=$(free_port)
+  as_postgres "$pg_ctl" -D "$pg/data" -l "$pg/server.log" -w \
+    -o "-p $pg_port -k $pg -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null
+  createdb="$pgbin/createdb"
+}
+pg_stop() {
+  as_postgres "$pg_ctl" -D "$pg/data" -m fast -w stop >/dev/null 2>&1 || true
+  rm -rf "$pg"
+  pg=""
+}
+pg_database() { # name: prints its LEDGER_URL
+  as_postgres "$createdb" -h 127.0.0.1 -p "$pg_port" -U postgres "$1"
+  echo "postgres://postgres@127.0.0.1:$pg_port/$1"
+}
+
+# Two replicas on one ledger, each loaded by a generator of its own at the same time; the
+# median of REPS by their sum: prints "rps p50_us p99_us non2xx+errors rps1 rps2", the
+# latencies the worse of the two.
+measure_two() { # url1 url2 mode
+  for _ in $(seq 1 "$REPS"); do
+    "$bin/load" run "$1" "$3" "$CONNECTIONS" "$DURATION" >"$work/one" &
+    local first=$!
+    sleep 0.01 # another base for the generator's event ids
+    "$bin/load" run "$2" "$3" "$CONNECTIONS" "$DURATION" >"$work/two"
+    wait "$first"
+    cat "$work/one" "$work/two" | sed 's/[a-z0-9_]*=//g' |
+      awk '{rps[NR] = $2; if ($3 > p50) p50 = $3; if ($4 > p99) p99 = $4; bad += $5 + $6}
+           END {printf "%d %d %d %d %d %d\n", rps[1] + rps[2], p50, p99, bad, rps[1], rps[2]}'
+  done | sort -n -k1 | sed -n "$(((REPS + 1) / 2))p"
+}
+
+echo "webhook on a PostgreSQL ledger..." >&2
+pg_start
+export LEDGER_URL
+LEDGER_URL=$(pg_database one)
+webhook_row "… the same, PostgreSQL ledger, one replica" /webhook start
+pg_rps=${last%% *}
+LEDGER_URL=$(pg_database two)
+port=$(free_port)
+start "$bin/noop-webhook" "$port"
+pid2=$pid
+port2=$(free_port)
+start "$bin/noop-webhook" "$port2"
+read -r rps p50 p99 bad rps1 rps2 <<<"$(measure_two "http://127.0.0.1:$port/webhook" \
+  "http://127.0.0.1:$port2/webhook" start)"
+stop
+kill "$pid2"
+wait "$pid2" 2>/dev/null || true
+pid2=""
+row "… the same, PostgreSQL ledger, two replicas, a generator each" \
+  "$rps1 + $rps2 = $rps req/s ($(awk -v a="$rps" -v b="$pg_rps" 'BEGIN {printf "%.2f", a / b}') × one replica), p50 $p50 µs, p99 $p99 µs, non-2xx $bad"
+row "PostgreSQL ledger, one replica, against SQLite" \
+  "$(awk -v a="$pg_rps" -v b="$sqlite_rps" 'BEGIN {printf "%.0f%%", 100 * a / b}') of the embedded ledger's START rate (synced, same run)"
+unset LEDGER_URL
+pg_stop
+
+if [ "$ONLY" = start ]; then
+  echo
+  echo "Benchmarks $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores; signed START rows only;" \
+    "$CONNECTIONS connections, ${DURATION}s × $REPS runs, median."
+  echo
+  echo "| measure | result |"
+  echo "|---|---|"
+  printf '%s\n' "${rows[@]}"
+  exit 0
+fi
+
 row "webhook idle RSS" "$((idle / 1024)) MiB ($idle KiB)"
 
 echo "one million requests..." >&2

@@ -209,7 +209,7 @@ const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(25);
 pub const SENDER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Wait for the manager before answering 202: none. The event processor sends the START and
 /// END of every webhook of the installation one at a time, without a timeout, so a reply
-/// that waits for the manager delays everyone's deliveries (decision 8).
+/// that waits for the manager delays everyone's deliveries (decision 10).
 const DEFAULT_PROCESSING_BUDGET: Duration = Duration::ZERO;
 const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(1);

@@ -79,7 +79,14 @@ impl Outbox {
     /// Sends due entries until stopped.
     pub async fn run(self: Arc<Self>) {
         let poll = self.backoff.min(Duration::from_secs(1));
+        // The timed poll is the leading replica's (`Store::leads`); a replica that stored
+        // reports is woken and sends them itself.
+        let mut woken = true;
         while !self.stop.is_cancelled() {
+            if !woken && !self.store.leads() {
+                woken = self.pause(poll).await;
+                continue;
+            }
             let now = ledger::now();
             let lease_until = now + LEASE.as_millis() as i64;
             match self
@@ -99,11 +106,16 @@ impl Outbox {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "cannot read the outbox"),
             }
-            tokio::select! {
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(poll) => {}
-                _ = self.stop.cancelled() => {}
-            }
+            woken = self.pause(poll).await;
+        }
+    }
+
+    /// Waits for a wake-up, the next poll or the stop; `true` if woken.
+    async fn pause(&self, poll: Duration) -> bool {
+        tokio::select! {
+            _ = self.wake.notified() => true,
+            _ = tokio::time::sleep(poll) => false,
+            _ = self.stop.cancelled() => false,
         }
     }
 

@@ -206,8 +206,12 @@ impl Reconciler {
         let sweep_every =
             (self.release_grace.min(Duration::from_secs(60)) / 2).max(Duration::from_millis(100));
         let mut last_sweep: Option<Instant> = None;
+        // The timed polls are the leading replica's (`Store::leads`); every replica looks
+        // at start-up and when woken, so its own work never waits for the leader.
+        let mut woken = true;
         while !self.stop.is_cancelled() {
-            if last_sweep.is_none_or(|t| t.elapsed() >= sweep_every) {
+            let leads = self.store.leads();
+            if leads && last_sweep.is_none_or(|t| t.elapsed() >= sweep_every) {
                 last_sweep = Some(Instant::now());
                 match self.store.sweep(ledger::now(), grace).await {
                     Ok(ids) => {
@@ -219,15 +223,17 @@ impl Reconciler {
                     Err(e) => tracing::warn!(error = %e, "sweep failed"),
                 }
             }
-            match self.store.due(ledger::now(), 256).await {
-                Ok(ids) => ids.iter().for_each(|id| self.kick(id)),
-                Err(e) => tracing::warn!(error = %e, "cannot read due bookings"),
+            if leads || woken {
+                match self.store.due(ledger::now(), 256).await {
+                    Ok(ids) => ids.iter().for_each(|id| self.kick(id)),
+                    Err(e) => tracing::warn!(error = %e, "cannot read due bookings"),
+                }
             }
-            tokio::select! {
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(POLL.min(sweep_every)) => {}
-                _ = self.stop.cancelled() => {}
-            }
+            woken = tokio::select! {
+                _ = self.wake.notified() => true,
+                _ = tokio::time::sleep(POLL.min(sweep_every)) => false,
+                _ = self.stop.cancelled() => false,
+            };
         }
     }
 

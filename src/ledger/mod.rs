@@ -213,6 +213,21 @@ pub(crate) const ADDED_COLUMNS: [(&str, &str, &str); 3] = [
 /// The statement that writes a whole booking row: an insert, or an update of every column
 /// when the id exists. `marker` is the store's parameter prefix (`$` or `?`).
 pub(crate) fn upsert_sql(marker: char) -> String {
+    upsert(marker, |values| format!("VALUES ({values})"), "")
+}
+
+/// [`upsert_sql`] for a store that writes a row only when what its decision read still
+/// holds: nothing is written unless `from` (a query the statement can read, such as a CTE)
+/// yields a row, and an existing row is updated only where `guard` holds for it.
+pub(crate) fn upsert_guarded_sql(marker: char, from: &str, guard: &str) -> String {
+    upsert(
+        marker,
+        |values| format!("SELECT {values} FROM {from}"),
+        &format!(" WHERE {guard}"),
+    )
+}
+
+fn upsert(marker: char, rows: impl Fn(&str) -> String, guard: &str) -> String {
     let placeholders: Vec<String> = (1..=COLUMNS.len())
         .map(|i| format!("{marker}{i}"))
         .collect();
@@ -221,9 +236,9 @@ pub(crate) fn upsert_sql(marker: char) -> String {
         .map(|c| format!("{c} = excluded.{c}"))
         .collect();
     format!(
-        "INSERT INTO bookings ({}) VALUES ({}) ON CONFLICT (id) DO UPDATE SET {}",
+        "INSERT INTO bookings ({}) {} ON CONFLICT (id) DO UPDATE SET {}{guard}",
         COLUMNS.join(", "),
-        placeholders.join(", "),
+        rows(&placeholders.join(", ")),
         updates.join(", ")
     )
 }
@@ -534,6 +549,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Entries not yet delivered and not failed.
     async fn outbox_backlog(&self) -> Result<u64, StoreError>;
+
+    /// Whether this process runs the timed polls (due work, the sweeper, the outbox). A
+    /// shared ledger lets one replica at a time lead, so that the polls do not grow with the
+    /// number of replicas; the others act on their own deliveries and when woken. Leading is
+    /// a matter of load only: every step is safe whoever runs it.
+    fn leads(&self) -> bool {
+        true
+    }
 }
 
 /// Opens the ledger the configuration names. `serving`: this process runs the service (an

@@ -1,23 +1,41 @@
 //! The shared ledger: PostgreSQL at `LEDGER_URL`, for several replicas behind one Service.
 //!
-//! Every step that decides about a booking runs in a transaction holding
-//! `pg_advisory_xact_lock` on its resource and a row lock on the booking, so decisions about
-//! one resource are taken one at a time across all replicas; the leases they write keep two
-//! replicas from calling the manager for one booking, and an expired lease (a replica that
-//! died) is taken over. The schema is created at start-up, idempotently.
+//! A step reads what its decision needs in one statement (the booking, its row version, the
+//! version of its resource's decisions, the neighbours), decides with [`rules`], and writes
+//! the decision in one statement (the row, its history, its reports, the resource's next
+//! version) that applies only if none of that changed meanwhile; otherwise it reads and
+//! decides again. Each write is one durable commit, and every decision about a resource
+//! bumps its version, so decisions about one resource are taken one at a time across all
+//! replicas; the leases they write keep two replicas from calling the manager for one
+//! booking, and an expired lease (a replica that died) is taken over (decision 9).
+//! Statements are prepared once per connection. One replica at a time leads the timed
+//! polls ([`Store::leads`]). The schema is created and migrated at start-up, idempotently,
+//! in one place ([`SCHEMA`]).
+
+use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
-use super::rules::{self, Decision, Neighbours};
+mod lead;
+mod step;
+
+use step::{Step, Write, step};
+
+use super::rules;
 use super::{
     ADDED_COLUMNS, Attempt, Booking, COLUMNS, Claim, Desired, Entry, EntryState, Event, Finish,
-    Intent, Kind, Lease, Millis, NewEntry, Op, Recorded, State, Store, StoreError, Verdict,
+    Intent, Kind, Lease, Millis, NewEntry, Recorded, State, Store, StoreError, Verdict,
     active_bookings_sql, drop_leases_sql,
 };
 
+// ---------------------------------------------------------------------------------------
+// Schema and migrations: the one place that creates or changes the shared ledger's tables.
+// Every statement is idempotent and runs at each start-up under `SCHEMA_LOCK`; a new column
+// is added here with `ALTER TABLE ... ADD COLUMN IF NOT EXISTS` after its table.
+// `resource_decisions` (since decision 9): a version per resource, bumped by every decision.
+// ---------------------------------------------------------------------------------------
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS bookings (
     id TEXT PRIMARY KEY,
@@ -70,6 +88,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     updated_at BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at) WHERE state = 'pending';
+CREATE TABLE IF NOT EXISTS resource_decisions (
+    resource_id BIGINT PRIMARY KEY,
+    version BIGINT NOT NULL
+);
 ";
 
 /// The first key of this service's advisory locks ("WEBH"), so they never meet another
@@ -77,6 +99,8 @@ CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at) WHERE state = 
 const LOCK_SPACE: i32 = 0x5745_4248;
 /// The second key of the lock taken while creating the schema.
 const SCHEMA_LOCK: i32 = i32::MIN;
+/// The second key of the lock the leading replica holds for as long as its session lives.
+const LEADER_LOCK: i32 = i32::MIN + 1;
 
 /// Connections kept open; a busy replica uses a few at a time.
 const POOL_SIZE: usize = 16;
@@ -84,36 +108,42 @@ const POOL_SIZE: usize = 16;
 /// The shared ledger.
 pub struct Postgres {
     pool: Pool,
+    /// Who leads the timed polls.
+    election: lead::Election,
 }
 
-/// The advisory-lock key of a resource.
-fn resource_key(resource_id: i64) -> i32 {
-    let folded = (resource_id ^ (resource_id >> 32)) as i32;
-    if folded == SCHEMA_LOCK { 0 } else { folded }
+/// The connection pool for `url`, with TLS as its `sslmode` asks ([`crate::ledger_tls`]): the
+/// one place that says how the ledger connects.
+fn pool(url: &str) -> Result<(Pool, crate::ledger_tls::Mode), StoreError> {
+    let (config, tls) =
+        crate::ledger_tls::parse(url).map_err(|e| StoreError(format!("LEDGER_URL: {e}")))?;
+    let connector = tls
+        .connector()
+        .map_err(|e| StoreError(format!("LEDGER_URL: {e}")))?;
+    let recycling = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = match connector {
+        Some(connector) => Manager::from_config(config, connector, recycling),
+        None => Manager::from_config(config, NoTls, recycling),
+    };
+    let pool = Pool::builder(manager)
+        .max_size(POOL_SIZE)
+        .build()
+        .map_err(|e| StoreError(format!("ledger (PostgreSQL): {e}")))?;
+    Ok((pool, tls.mode))
 }
 
 impl Postgres {
     /// Connects to `url` (TLS as its `sslmode` asks: [`crate::ledger_tls`]) and creates the
     /// schema if needed.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let (config, tls) =
-            crate::ledger_tls::parse(url).map_err(|e| StoreError(format!("LEDGER_URL: {e}")))?;
-        let connector = tls
-            .connector()
-            .map_err(|e| StoreError(format!("LEDGER_URL: {e}")))?;
-        let recycling = ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
+        let (pool, mode) = pool(url)?;
+        let this = Self {
+            pool,
+            election: lead::Election::default(),
         };
-        let manager = match connector {
-            Some(connector) => Manager::from_config(config, connector, recycling),
-            None => Manager::from_config(config, NoTls, recycling),
-        };
-        let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
-            .build()
-            .map_err(|e| StoreError(format!("ledger (PostgreSQL): {e}")))?;
-        let this = Self { pool };
-        let mut client = this.client().await.map_err(|e| match tls.mode {
+        let mut client = this.client().await.map_err(|e| match mode {
             // The pool's error keeps the handshake's cause to itself: say what is checked.
             crate::ledger_tls::Mode::VerifyFull if e.0.contains("TLS") => StoreError(format!(
                 "{}: with sslmode=verify-full the server's certificate must be issued for \
@@ -141,82 +171,16 @@ impl Postgres {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
-        self.pool.get().await.map_err(|e| {
-            StoreError(format!(
-                "ledger (PostgreSQL at LEDGER_URL) cannot be reached: {e}"
-            ))
-        })
+        client(&self.pool).await
     }
 }
 
-async fn lock_resource(c: &impl GenericClient, resource_id: i64) -> Result<(), StoreError> {
-    c.execute(
-        "SELECT pg_advisory_xact_lock($1, $2)",
-        &[&LOCK_SPACE, &resource_key(resource_id)],
-    )
-    .await?;
-    Ok(())
-}
-
-async fn load(
-    c: &impl GenericClient,
-    id: &str,
-    for_update: bool,
-) -> Result<Option<Booking>, StoreError> {
-    let lock = if for_update { " FOR UPDATE" } else { "" };
-    let sql = format!(
-        "SELECT {} FROM bookings WHERE id = $1{lock}",
-        COLUMNS.join(", ")
-    );
-    let row = c.query_opt(&sql, &[&id]).await?;
-    row.map(|r| booking(&r)).transpose()
-}
-
-/// Built once: see [`upsert_sql`](super::upsert_sql).
-static UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| super::upsert_sql('$'));
-
-async fn save<T>(c: &impl GenericClient, d: &Decision<T>) -> Result<(), StoreError> {
-    let b = &d.booking;
-    let attempts = b.attempts as i32;
-    let params: [&(dyn ToSql + Sync); 26] = [
-        &b.id,
-        &b.resource_id,
-        &b.resource_name,
-        &b.user_id,
-        &b.start,
-        &b.end,
-        &b.reservation,
-        &b.webhook_id,
-        &b.desired.as_str(),
-        &b.state.as_str(),
-        &attempts,
-        &b.last_error,
-        &b.error_transient,
-        &b.outcome,
-        &b.next_attempt_at,
-        &b.lease_owner,
-        &b.lease_until,
-        &b.execution_id,
-        &b.event_type,
-        &b.body,
-        &b.audit_deferred,
-        &b.created_at,
-        &b.updated_at,
-        &b.key_id,
-        &b.next_reservation,
-        &b.end_changed,
-    ];
-    c.execute(UPSERT.as_str(), &params).await?;
-    note(c, &b.id, b.updated_at, &d.history).await
-}
-
-async fn note(c: &impl GenericClient, id: &str, at: Millis, what: &str) -> Result<(), StoreError> {
-    c.execute(
-        "INSERT INTO booking_history (booking_id, at, what) VALUES ($1, $2, $3)",
-        &[&id, &at, &what],
-    )
-    .await?;
-    Ok(())
+async fn client(pool: &Pool) -> Result<deadpool_postgres::Client, StoreError> {
+    pool.get().await.map_err(|e| {
+        StoreError(format!(
+            "ledger (PostgreSQL at LEDGER_URL) cannot be reached: {e}"
+        ))
+    })
 }
 
 async fn enqueue(
@@ -224,16 +188,26 @@ async fn enqueue(
     entries: &[NewEntry],
     now: Millis,
 ) -> Result<(), StoreError> {
-    for e in entries {
-        c.execute(
+    let kinds: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
+    let booking_ids: Vec<Option<&str>> = entries.iter().map(|e| e.booking_id.as_deref()).collect();
+    let bodies: Vec<&str> = entries.iter().map(|e| e.body.as_str()).collect();
+    let statement = c
+        .prepare_cached(
             "INSERT INTO outbox (kind, booking_id, body, state, attempts, next_attempt_at, \
-             created_at, updated_at) VALUES ($1, $2, $3, 'pending', 0, $4, $4, $4)",
-            &[&e.kind.as_str(), &e.booking_id, &e.body, &now],
+             created_at, updated_at) \
+             SELECT e.kind, e.booking_id, e.body, 'pending', 0, $4, $4, $4 \
+             FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[]) WITH ORDINALITY \
+               AS e(kind, booking_id, body, n) ORDER BY e.n",
         )
         .await?;
-    }
+    c.execute(&statement, &[&kinds, &booking_ids, &bodies, &now])
+        .await?;
     Ok(())
 }
+
+/// Built once: reads a booking's row.
+static LOAD: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {} FROM bookings WHERE id = $1", COLUMNS.join(", ")));
 
 fn text_enum<T>(row: &Row, column: &str, parse: fn(&str) -> Option<T>) -> Result<T, StoreError> {
     let text: String = row.try_get(column)?;
@@ -289,57 +263,6 @@ fn entry(r: &Row) -> Result<Entry, StoreError> {
     })
 }
 
-async fn neighbours(
-    c: &impl GenericClient,
-    b: &Booking,
-    now: Millis,
-) -> Result<Neighbours, StoreError> {
-    let r = c
-        .query_one(
-            "SELECT \
-               EXISTS (SELECT 1 FROM bookings WHERE resource_id = $1 AND id <> $2 \
-                       AND lease_until > $3), \
-               EXISTS (SELECT 1 FROM bookings WHERE resource_id = $1 AND id <> $2 \
-                       AND desired = 'released' AND next_attempt_at IS NOT NULL)",
-            &[&b.resource_id, &b.id, &now],
-        )
-        .await?;
-    Ok(Neighbours {
-        leased: r.try_get(0)?,
-        release_pending: r.try_get(1)?,
-    })
-}
-
-/// The resource of a booking, read without locks, to know which lock to take.
-/// Locks the booking's resource, then reads the booking for update; `None` if unknown.
-async fn load_locked(c: &impl GenericClient, id: &str) -> Result<Option<Booking>, StoreError> {
-    let Some(resource) = resource_of(c, id).await? else {
-        return Ok(None);
-    };
-    lock_resource(c, resource).await?;
-    load(c, id, true).await
-}
-
-async fn resource_of(c: &impl GenericClient, id: &str) -> Result<Option<i64>, StoreError> {
-    let row = c
-        .query_opt("SELECT resource_id FROM bookings WHERE id = $1", &[&id])
-        .await?;
-    Ok(row.map(|r| r.get(0)))
-}
-
-/// What claiming `b` decides ([`rules::claim`]), with its neighbours read; nothing saved.
-/// The resource is locked.
-async fn decide_claim(
-    tx: &impl GenericClient,
-    b: Booking,
-    owner: &str,
-    now: Millis,
-    lease_until: Millis,
-) -> Result<Option<Decision<Option<Op>>>, StoreError> {
-    let n = neighbours(tx, &b, now).await?;
-    Ok(rules::claim(b, n, owner, now, lease_until))
-}
-
 #[async_trait]
 impl Store for Postgres {
     async fn record(
@@ -348,38 +271,51 @@ impl Store for Postgres {
         now: Millis,
         lease: Option<Lease<'_>>,
     ) -> Result<Recorded, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let resource = resource_of(&tx, &intent.booking_id)
-            .await?
-            .unwrap_or(intent.resource_id);
-        lock_resource(&tx, resource).await?;
-        let existing = load(&tx, &intent.booking_id, true).await?;
-        let d = rules::record(existing, intent, now);
-        let claimed = match lease {
-            Some(l) if d.result == Verdict::Work => {
-                decide_claim(&tx, d.booking.clone(), l.owner, now, l.until).await?
-            }
-            _ => None,
-        };
-        let (booking, claim) = match claimed {
-            // The claim's row holds the record's changes too: the row is written once.
-            Some(c) => {
-                note(&tx, &d.booking.id, now, &d.history).await?;
-                save(&tx, &c).await?;
-                (c.booking.clone(), c.into_claim())
-            }
-            None => {
-                save(&tx, &d).await?;
-                (d.booking, None)
-            }
-        };
-        tx.commit().await?;
-        Ok(Recorded {
-            verdict: d.result,
-            booking,
-            claim,
-        })
+        let client = self.client().await?;
+        let id = &intent.booking_id;
+        step(
+            &client,
+            id,
+            intent.resource_id,
+            now,
+            |existing, neighbours| {
+                let d = rules::record(existing, intent, now);
+                let claimed = match lease {
+                    Some(l) if d.result == Verdict::Work => {
+                        rules::claim(d.booking.clone(), neighbours, l.owner, now, l.until)
+                    }
+                    _ => None,
+                };
+                Ok(match claimed {
+                    // The claim's row holds the record's changes too: the row is written once.
+                    Some(c) => Step::write(
+                        Write {
+                            booking: c.booking.clone(),
+                            history: vec![d.history, c.history.clone()],
+                            reports: Vec::new(),
+                        },
+                        Recorded {
+                            verdict: d.result,
+                            booking: c.booking.clone(),
+                            claim: c.into_claim(),
+                        },
+                    ),
+                    None => Step::write(
+                        Write {
+                            booking: d.booking.clone(),
+                            history: vec![d.history],
+                            reports: Vec::new(),
+                        },
+                        Recorded {
+                            verdict: d.result,
+                            booking: d.booking,
+                            claim: None,
+                        },
+                    ),
+                })
+            },
+        )
+        .await
     }
 
     async fn claim(
@@ -389,26 +325,33 @@ impl Store for Postgres {
         now: Millis,
         lease_until: Millis,
     ) -> Result<Option<Claim>, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let Some(b) = load_locked(&tx, id).await? else {
-            return Ok(None);
-        };
-        let Some(d) = decide_claim(&tx, b, owner, now, lease_until).await? else {
-            return Ok(None);
-        };
-        save(&tx, &d).await?;
-        tx.commit().await?;
-        Ok(d.into_claim())
+        let client = self.client().await?;
+        // A booking that does not exist has no resource to read: any key finds none.
+        step(&client, id, 0, now, |existing, neighbours| {
+            let Some(d) =
+                existing.and_then(|b| rules::claim(b, neighbours, owner, now, lease_until))
+            else {
+                return Ok(Step::Keep(None));
+            };
+            let w = Write {
+                booking: d.booking.clone(),
+                history: vec![d.history.clone()],
+                reports: Vec::new(),
+            };
+            Ok(Step::write(w, d.into_claim()))
+        })
+        .await
     }
 
     async fn renew(&self, id: &str, owner: &str, lease_until: Millis) -> Result<bool, StoreError> {
         let client = self.client().await?;
-        let n = client
-            .execute(
+        let statement = client
+            .prepare_cached(
                 "UPDATE bookings SET lease_until = $3 WHERE id = $1 AND lease_owner = $2",
-                &[&id, &owner, &lease_until],
             )
+            .await?;
+        let n = client
+            .execute(&statement, &[&id, &owner, &lease_until])
             .await?;
         Ok(n == 1)
     }
@@ -422,59 +365,60 @@ impl Store for Postgres {
         reports: &[NewEntry],
         deferred_audit: Option<&NewEntry>,
     ) -> Result<Option<Booking>, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let Some(b) = load_locked(&tx, id).await? else {
-            return Ok(None);
-        };
-        let Some(d) = rules::finish(b, owner, finish, now) else {
-            return Ok(None);
-        };
-        save(&tx, &d).await?;
-        enqueue(&tx, reports, now).await?;
-        if let (true, Some(entry)) = (d.result, deferred_audit) {
-            enqueue(&tx, std::slice::from_ref(entry), now).await?;
-        }
-        tx.commit().await?;
-        Ok(Some(d.booking))
+        let client = self.client().await?;
+        step(&client, id, 0, now, |existing, _| {
+            let Some(d) = existing.and_then(|b| rules::finish(b, owner, finish, now)) else {
+                return Ok(Step::Keep(None));
+            };
+            let mut entries: Vec<&NewEntry> = reports.iter().collect();
+            if let (true, Some(entry)) = (d.result, deferred_audit) {
+                entries.push(entry);
+            }
+            let w = Write {
+                booking: d.booking.clone(),
+                history: vec![d.history],
+                reports: entries,
+            };
+            Ok(Step::write(w, Some(d.booking)))
+        })
+        .await
     }
 
     async fn defer(&self, id: &str, now: Millis) -> Result<bool, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let n = tx
-            .execute(
-                "UPDATE bookings SET audit_deferred = TRUE, updated_at = $2 \
-                 WHERE id = $1 AND next_attempt_at IS NOT NULL",
-                &[&id, &now],
+        let client = self.client().await?;
+        // One statement, so the flag and its history line are one commit.
+        let statement = client
+            .prepare_cached(
+                "WITH row AS (UPDATE bookings SET audit_deferred = TRUE, updated_at = $2 \
+                   WHERE id = $1 AND next_attempt_at IS NOT NULL RETURNING id), \
+                 history AS (INSERT INTO booking_history (booking_id, at, what) \
+                   SELECT id, $2, $3 FROM row) \
+                 SELECT COUNT(*) FROM row",
             )
             .await?;
-        if n == 1 {
-            note(
-                &tx,
-                id,
-                now,
-                "answered 202: the work goes on in the background",
-            )
-            .await?;
-        }
-        tx.commit().await?;
+        let what = "answered 202: the work goes on in the background";
+        let n: i64 = client
+            .query_one(&statement, &[&id, &now, &what])
+            .await?
+            .try_get(0)?;
         Ok(n == 1)
     }
 
     async fn booking(&self, id: &str) -> Result<Option<Booking>, StoreError> {
-        load(&self.client().await?, id, false).await
+        let client = self.client().await?;
+        let statement = client.prepare_cached(&LOAD).await?;
+        let row = client.query_opt(&statement, &[&id]).await?;
+        row.map(|r| booking(&r)).transpose()
     }
 
     async fn history(&self, id: &str) -> Result<Vec<Event>, StoreError> {
-        let rows = self
-            .client()
-            .await?
-            .query(
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
                 "SELECT at, what FROM booking_history WHERE booking_id = $1 ORDER BY seq",
-                &[&id],
             )
             .await?;
+        let rows = client.query(&statement, &[&id]).await?;
         Ok(rows
             .iter()
             .map(|r| Event {
@@ -485,42 +429,47 @@ impl Store for Postgres {
     }
 
     async fn due(&self, now: Millis, limit: usize) -> Result<Vec<String>, StoreError> {
-        let rows = self
-            .client()
-            .await?
-            .query(
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
                 "SELECT id FROM bookings WHERE next_attempt_at <= $1 \
                  AND (lease_until IS NULL OR lease_until <= $1) \
                  ORDER BY desired = 'released' DESC, next_attempt_at LIMIT $2",
-                &[&now, &(limit as i64)],
             )
             .await?;
+        let rows = client.query(&statement, &[&now, &(limit as i64)]).await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     async fn sweep(&self, now: Millis, grace: Millis) -> Result<Vec<String>, StoreError> {
-        let mut client = self.client().await?;
-        let candidates = client
-            .query(
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
                 "SELECT id, resource_id FROM bookings WHERE desired = 'active' \
                  AND end_at + $2 < $1 AND state <> 'released'",
-                &[&now, &grace],
             )
             .await?;
+        let candidates = client.query(&statement, &[&now, &grace]).await?;
         let mut call = Vec::new();
         for row in candidates {
             let (id, resource): (String, i64) = (row.get(0), row.get(1));
-            let tx = client.transaction().await?;
-            lock_resource(&tx, resource).await?;
-            if let Some(b) = load(&tx, &id, true).await?
-                && let Some(d) = rules::sweep(b, now)
-            {
-                save(&tx, &d).await?;
-                if d.result {
-                    call.push(id);
-                }
+            let needs_call = step(&client, &id, resource, now, |existing, _| {
+                Ok(match existing.and_then(|b| rules::sweep(b, now)) {
+                    Some(d) => Step::write(
+                        Write {
+                            booking: d.booking,
+                            history: vec![d.history],
+                            reports: Vec::new(),
+                        },
+                        d.result,
+                    ),
+                    None => Step::Keep(false),
+                })
+            })
+            .await?;
+            if needs_call {
+                call.push(id);
             }
-            tx.commit().await?;
         }
         Ok(call)
     }
@@ -534,11 +483,9 @@ impl Store for Postgres {
     }
 
     async fn active_bookings(&self) -> Result<u64, StoreError> {
-        let row = self
-            .client()
-            .await?
-            .query_one(&active_bookings_sql(""), &[])
-            .await?;
+        let client = self.client().await?;
+        let statement = client.prepare_cached(&active_bookings_sql("")).await?;
+        let row = client.query_one(&statement, &[]).await?;
         Ok(row.get::<_, i64>(0) as u64)
     }
 
@@ -555,11 +502,7 @@ impl Store for Postgres {
         if entries.is_empty() {
             return Ok(());
         }
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        enqueue(&tx, entries, now).await?;
-        tx.commit().await?;
-        Ok(())
+        enqueue(&self.client().await?, entries, now).await
     }
 
     async fn outbox_claim(
@@ -569,19 +512,18 @@ impl Store for Postgres {
         lease_until: Millis,
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        let rows = self
-            .client()
-            .await?
-            .query(
-                &format!(
-                    "UPDATE outbox SET lease_owner = $1, lease_until = $2 WHERE id IN ( \
-                       SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $3 \
-                       AND (lease_until IS NULL OR lease_until <= $3) \
-                       ORDER BY next_attempt_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
-                     RETURNING {ENTRY_COLUMNS}"
-                ),
-                &[&owner, &lease_until, &now, &(limit as i64)],
-            )
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "UPDATE outbox SET lease_owner = $1, lease_until = $2 WHERE id IN ( \
+                   SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $3 \
+                   AND (lease_until IS NULL OR lease_until <= $3) \
+                   ORDER BY next_attempt_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+                 RETURNING {ENTRY_COLUMNS}"
+            ))
+            .await?;
+        let rows = client
+            .query(&statement, &[&owner, &lease_until, &now, &(limit as i64)])
             .await?;
         rows.iter().map(entry).collect()
     }
@@ -598,12 +540,17 @@ impl Store for Postgres {
             Attempt::Retry { status, at } => (EntryState::Pending, status, Some(*at)),
             Attempt::Failed { status } => (EntryState::Failed, status, None),
         };
-        self.client()
-            .await?
-            .execute(
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
                 "UPDATE outbox SET state = $3, attempts = attempts + 1, last_status = $4, \
                  next_attempt_at = $5, lease_owner = NULL, lease_until = NULL, updated_at = $6 \
                  WHERE id = $1 AND lease_owner = $2",
+            )
+            .await?;
+        client
+            .execute(
+                &statement,
                 &[&id, &owner, &state.as_str(), status, &next, &now],
             )
             .await?;
@@ -626,30 +573,32 @@ impl Store for Postgres {
     }
 
     async fn outbox_retry(&self, id: i64, now: Millis) -> Result<Option<bool>, StoreError> {
-        let client = self.client().await?;
-        let Some(row) = client
-            .query_opt("SELECT state FROM outbox WHERE id = $1", &[&id])
-            .await?
-        else {
-            return Ok(None);
-        };
-        let n = client
-            .execute(
-                "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = $2, \
-                 updated_at = $2 WHERE id = $1 AND state = 'failed'",
-                &[&id, &now],
-            )
-            .await?;
-        let _: String = row.get(0);
-        Ok(Some(n == 1))
-    }
-
-    async fn outbox_backlog(&self) -> Result<u64, StoreError> {
         let row = self
             .client()
             .await?
-            .query_one("SELECT COUNT(*) FROM outbox WHERE state = 'pending'", &[])
+            .query_one(
+                "WITH retried AS (UPDATE outbox SET state = 'pending', attempts = 0, \
+                   next_attempt_at = $2, updated_at = $2 WHERE id = $1 AND state = 'failed' \
+                   RETURNING id) \
+                 SELECT EXISTS (SELECT 1 FROM outbox WHERE id = $1), \
+                        EXISTS (SELECT 1 FROM retried)",
+                &[&id, &now],
+            )
             .await?;
+        let (exists, retried): (bool, bool) = (row.try_get(0)?, row.try_get(1)?);
+        Ok(exists.then_some(retried))
+    }
+
+    async fn outbox_backlog(&self) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")
+            .await?;
+        let row = client.query_one(&statement, &[]).await?;
         Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    fn leads(&self) -> bool {
+        self.election.leads(&self.pool)
     }
 }

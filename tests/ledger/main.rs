@@ -9,6 +9,7 @@ mod helpers;
 mod child;
 mod crash;
 mod postgres;
+mod scaling;
 mod startup;
 mod storm;
 mod suite;

@@ -25,7 +25,8 @@ static DATABASES: AtomicUsize = AtomicUsize::new(0);
 /// A database of its own on the shared server; keep it while the test runs.
 pub struct Database {
     pub url: String,
-    _server: Arc<Server>,
+    pub name: String,
+    server: Arc<Server>,
 }
 
 /// Creates a fresh database, starting the server if none is running.
@@ -46,18 +47,53 @@ pub async fn database() -> Database {
         std::process::id(),
         DATABASES.fetch_add(1, Ordering::SeqCst)
     );
-    let admin = format!("postgres://postgres@127.0.0.1:{}/postgres", server.port);
-    let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+    server
+        .admin()
         .await
-        .expect("the test server accepts connections");
-    tokio::spawn(connection);
-    client
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await
         .unwrap();
     Database {
         url: format!("postgres://postgres@127.0.0.1:{}/{name}", server.port),
-        _server: server,
+        name,
+        server,
+    }
+}
+
+impl Database {
+    /// Statements the server has run in this database (BEGIN and COMMIT included), and how
+    /// many of them may have ended in a durable commit: a COMMIT, or a statement that
+    /// changes rows (alone, it commits by itself). `pg_stat_statements` counts them; the
+    /// count is read from another database, so reading it adds nothing.
+    pub async fn statements(&self) -> (i64, i64) {
+        let admin = self.server.admin().await;
+        let row = admin
+            .query_one(
+                "SELECT COALESCE(SUM(calls), 0)::BIGINT, \
+                        COALESCE(SUM(calls) FILTER (WHERE query ~* '^\\s*(COMMIT|END)\\M' \
+                          OR query ~* '\\m(INSERT|UPDATE|DELETE)\\M'), 0)::BIGINT \
+                 FROM pg_stat_statements \
+                 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = $1)",
+                &[&self.name],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    }
+
+    /// Each statement run in this database with its count, most run first.
+    pub async fn statement_counts(&self) -> Vec<(i64, String)> {
+        let admin = self.server.admin().await;
+        let rows = admin
+            .query(
+                "SELECT calls, query FROM pg_stat_statements \
+                 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = $1) \
+                 ORDER BY calls DESC",
+                &[&self.name],
+            )
+            .await
+            .unwrap();
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect()
     }
 }
 
@@ -69,6 +105,16 @@ fn is_root() -> bool {
 }
 
 impl Server {
+    /// A connection to the server's `postgres` database, where `pg_stat_statements` is.
+    async fn admin(&self) -> tokio_postgres::Client {
+        let admin = format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
+        let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+            .await
+            .expect("the test server accepts connections");
+        tokio::spawn(connection);
+        client
+    }
+
     fn start() -> Self {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .into_iter()
@@ -112,7 +158,8 @@ impl Server {
                 .unwrap()
                 .port();
             let options = format!(
-                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 \
+                 -c shared_preload_libraries=pg_stat_statements",
                 server.port,
                 server.dir.path().display()
             );
@@ -126,6 +173,18 @@ impl Server {
                 .output()
                 .expect("pg_ctl runs");
             if started.status.success() {
+                let created = server
+                    .tool("psql")
+                    .args(["-h", "127.0.0.1", "-p", &server.port.to_string()])
+                    .args(["-U", "postgres", "-d", "postgres", "-q", "-c"])
+                    .arg("CREATE EXTENSION pg_stat_statements")
+                    .output()
+                    .expect("psql runs");
+                assert!(
+                    created.status.success(),
+                    "pg_stat_statements: {}",
+                    String::from_utf8_lossy(&created.stderr)
+                );
                 return server;
             }
         }

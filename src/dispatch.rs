@@ -234,6 +234,7 @@ pub async fn booking(state: Arc<AppState>, mut event: BookingEvent) -> Reply {
         body: truncate(&payload, LOG_TEXT_MAX).to_owned(),
         key_id: event.key_id.clone(),
         update,
+        defer_audit: state.config.processing_budget.is_zero() || update,
     };
     // With a free place for the call, the booking is claimed in the same step as the record.
     let now = ledger::now();
@@ -266,7 +267,6 @@ pub async fn booking(state: Arc<AppState>, mut event: BookingEvent) -> Reply {
                     // A move or a new end: several calls may follow; their results are
                     // reported back as usual.
                     let b = &recorded.booking;
-                    let _ = state.store.defer(&b.id, ledger::now()).await;
                     let reply = Reply::new(
                         StatusCode::ACCEPTED,
                         "accepted",
@@ -333,13 +333,12 @@ async fn settle(
     work: bool,
     result: Option<oneshot::Receiver<Booking>>,
 ) -> (Reply, u32) {
-    // With no budget (the default) the reply does not wait for the call at all.
-    let waited = if state.config.processing_budget.is_zero() {
-        Ok(None)
-    } else {
-        wait(state, &b.id, desired, result).await
-    };
-    let settled = match waited {
+    // With no budget (the default) the reply does not wait for the call at all, and the
+    // audit entry was deferred with the record.
+    if state.config.processing_budget.is_zero() {
+        return (accepted(state, b, desired, work), 0);
+    }
+    let settled = match wait(state, &b.id, desired, result).await {
         Ok(Some(settled)) => Some(settled),
         Ok(None) => match state.store.defer(&b.id, ledger::now()).await {
             // It ended between the last look and now: answer with the result after all.
@@ -450,7 +449,12 @@ pub fn final_reply(id: &str, op: Op, finish: &Finish) -> Reply {
         (Finish::Done { .. }, Op::EndChanged) => {
             Reply::ok("updated", format!("booking {id} updated"))
         }
-        (Finish::Failed { error, transient, .. }, _) => failed(op, error, *transient),
+        (
+            Finish::Failed {
+                error, transient, ..
+            },
+            _,
+        ) => failed(op, error, *transient),
         (Finish::Refused { error }, _) => refused(id, error),
         (Finish::Retry { .. }, _) => Reply::new(
             StatusCode::ACCEPTED,

@@ -42,6 +42,7 @@ struct Inner {
     reports: Family<ReportLabels, Counter>,
     retries: Family<OperationLabel, Counter>,
     active: Gauge,
+    failing: Gauge,
     backlog: Gauge,
 }
 
@@ -86,6 +87,12 @@ impl Default for Metrics {
             "Bookings configured and not yet released, from the ledger",
             active.clone(),
         );
+        let failing = Gauge::default();
+        registry.register(
+            "failing_releases",
+            "Releases that failed past MAX_ATTEMPTS and are still being tried: users who keep a resource after their booking ended",
+            failing.clone(),
+        );
         let backlog = Gauge::default();
         registry.register(
             "outbox_backlog",
@@ -99,6 +106,7 @@ impl Default for Metrics {
             reports,
             retries,
             active,
+            failing,
             backlog,
         }))
     }
@@ -148,9 +156,17 @@ impl Metrics {
 
     /// The metrics in the Prometheus text format, with the gauges read from the ledger as of
     /// now (kept as they were when it could not be read).
-    pub fn encode(&self, active: Option<u64>, backlog: Option<u64>) -> String {
+    pub fn encode(
+        &self,
+        active: Option<u64>,
+        failing: Option<u64>,
+        backlog: Option<u64>,
+    ) -> String {
         if let Some(active) = active {
             self.0.active.set(active as i64);
+        }
+        if let Some(failing) = failing {
+            self.0.failing.set(failing as i64);
         }
         if let Some(backlog) = backlog {
             self.0.backlog.set(backlog as i64);

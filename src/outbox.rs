@@ -128,6 +128,11 @@ impl Outbox {
             None => Attempt::Failed {
                 status: format!("{variable} is not set"),
             },
+            Some(_) if entry.body.is_empty() => Attempt::Failed {
+                status: "its text was cleared: it was not delivered within the days a \
+                         notification's text is kept"
+                    .to_owned(),
+            },
             Some(endpoint) => match self.signature(&entry).await {
                 Err(attempt) => attempt,
                 Ok(signature) => {

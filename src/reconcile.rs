@@ -222,6 +222,10 @@ impl Reconciler {
                     }
                     Err(e) => tracing::warn!(error = %e, "sweep failed"),
                 }
+                let kept = ledger::REPORT_TEXT_KEPT.as_millis() as i64;
+                if let Err(e) = self.store.forget_reports(ledger::now() - kept).await {
+                    tracing::warn!(error = %e, "cannot clear old notifications' texts");
+                }
             }
             if leads || woken {
                 match self.store.due(ledger::now(), 256).await {
@@ -397,8 +401,13 @@ impl Reconciler {
     /// answered 202, its audit entry; the booking as it now stands, if recorded.
     async fn record(&self, b: &Booking, op: Op, finish: &Finish) -> Option<Booking> {
         // A release still failing after it was reported is not reported again.
-        let reported_before = matches!(finish, Finish::Failed { retry_at: Some(_), .. })
-            && b.attempts > self.max_attempts;
+        let reported_before = matches!(
+            finish,
+            Finish::Failed {
+                retry_at: Some(_),
+                ..
+            }
+        ) && b.attempts > self.max_attempts;
         let reports: Vec<_> = self
             .reports
             .result(b, op, finish)

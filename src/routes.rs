@@ -448,12 +448,19 @@ async fn readyz(Data(state): Data<&Arc<AppState>>) -> Reply {
 
 #[handler]
 async fn metrics(Data(state): Data<&Arc<AppState>>) -> poem::Response {
-    let (active, backlog) =
-        tokio::join!(state.store.active_bookings(), state.store.outbox_backlog());
-    if let Err(e) = active.as_ref().and(backlog.as_ref()) {
+    let (active, failing, backlog) = tokio::join!(
+        state.store.active_bookings(),
+        state.store.failing_releases(),
+        state.store.outbox_backlog()
+    );
+    if let Err(e) = active.as_ref().and(failing.as_ref()).and(backlog.as_ref()) {
         tracing::warn!(error = %e, "gauges not updated: the ledger is unavailable");
     }
     poem::Response::builder()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
-        .body(state.metrics.encode(active.ok(), backlog.ok()))
+        .body(
+            state
+                .metrics
+                .encode(active.ok(), failing.ok(), backlog.ok()),
+        )
 }

@@ -256,6 +256,26 @@ pub(crate) fn active_bookings_sql(hint: &str) -> String {
     )
 }
 
+/// How long the text of a notification that could not be delivered is kept (for `outbox
+/// retry`): it may hold what the user was given, a password or a key. A delivered one is
+/// cleared at once.
+pub const REPORT_TEXT_KEPT: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// Clears the text of notifications that failed before `$1` (the index `outbox_kept` finds
+/// them).
+pub(crate) const FORGET_REPORTS_SQL: &str = "UPDATE outbox SET body = '' \
+     WHERE state = 'failed' AND kind = 'notification' AND body <> '' AND updated_at < $1";
+
+/// Counts releases that failed past `MAX_ATTEMPTS` and are still being tried: users who keep
+/// a resource after their booking ended. Such a booking stays due, so the index of due work
+/// finds it (`hint`, as for [`active_bookings_sql`]).
+pub(crate) fn failing_releases_sql(hint: &str) -> String {
+    format!(
+        "SELECT COUNT(*) FROM bookings {hint} WHERE next_attempt_at IS NOT NULL \
+         AND desired = 'released' AND state = 'failed'"
+    )
+}
+
 /// The statements that drop the leases of bookings, then of reports: those of the owner
 /// bound as the first parameter, or everyone's when it is NULL. `param` is the store's
 /// spelling of that parameter (`?1`, `$1::TEXT`).
@@ -296,6 +316,10 @@ pub struct Intent {
     /// `EVENT_UPDATED`: the booking's new data. It changes a known booking (a new end, a move
     /// to another resource, a new owner) and never starts one.
     pub update: bool,
+    /// The delivery is answered without waiting for the work it leaves (no
+    /// `PROCESSING_BUDGET`): its audit entry is deferred in the same step
+    /// ([`Store::defer`] otherwise).
+    pub defer_audit: bool,
 }
 
 /// What recording a delivery decided.
@@ -516,6 +540,9 @@ pub trait Store: Send + Sync + 'static {
     /// Bookings configured and not released.
     async fn active_bookings(&self) -> Result<u64, StoreError>;
 
+    /// Releases that failed past `MAX_ATTEMPTS` and are still being tried.
+    async fn failing_releases(&self) -> Result<u64, StoreError>;
+
     /// The bookings of a resource still wanted active (`RESOURCE_DELETED` releases them).
     async fn bookings_of_resource(&self, resource_id: i64) -> Result<Vec<Booking>, StoreError>;
 
@@ -542,6 +569,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// The newest entries (`all`) or only those not delivered, newest first.
     async fn outbox_list(&self, all: bool, limit: usize) -> Result<Vec<Entry>, StoreError>;
+
+    /// Clears the text of notifications that failed before `before` ([`REPORT_TEXT_KEPT`]);
+    /// delivered ones are cleared as they are delivered. Returns how many were cleared.
+    async fn forget_reports(&self, before: Millis) -> Result<u64, StoreError>;
 
     /// Makes a failed entry pending again; `None` if there is no such entry, `Some(false)`
     /// if it is not failed.

@@ -25,9 +25,9 @@ use step::{Step, Write, step};
 
 use super::rules;
 use super::{
-    ADDED_COLUMNS, Attempt, Booking, COLUMNS, Claim, Desired, Entry, EntryState, Event, Finish,
-    Intent, Kind, Lease, Millis, NewEntry, Recorded, State, Store, StoreError, Verdict,
-    active_bookings_sql, drop_leases_sql,
+    ADDED_COLUMNS, Attempt, Booking, COLUMNS, Claim, Desired, Entry, EntryState, Event,
+    FORGET_REPORTS_SQL, Finish, Intent, Kind, Lease, Millis, NewEntry, Recorded, State, Store,
+    StoreError, Verdict, active_bookings_sql, drop_leases_sql, failing_releases_sql,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -88,6 +88,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     updated_at BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS outbox_kept ON outbox (updated_at)
+    WHERE state = 'failed' AND kind = 'notification' AND body <> '';
 CREATE TABLE IF NOT EXISTS resource_decisions (
     resource_id BIGINT PRIMARY KEY,
     version BIGINT NOT NULL
@@ -489,6 +491,13 @@ impl Store for Postgres {
         Ok(row.get::<_, i64>(0) as u64)
     }
 
+    async fn failing_releases(&self) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(&failing_releases_sql("")).await?;
+        let row = client.query_one(&statement, &[]).await?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
     async fn bookings_of_resource(&self, resource_id: i64) -> Result<Vec<Booking>, StoreError> {
         let sql = format!(
             "SELECT {} FROM bookings WHERE resource_id = $1 AND desired = 'active'",
@@ -544,7 +553,8 @@ impl Store for Postgres {
         let statement = client
             .prepare_cached(
                 "UPDATE outbox SET state = $3, attempts = attempts + 1, last_status = $4, \
-                 next_attempt_at = $5, lease_owner = NULL, lease_until = NULL, updated_at = $6 \
+                 next_attempt_at = $5, lease_owner = NULL, lease_until = NULL, updated_at = $6, \
+                 body = CASE WHEN $3 = 'delivered' AND kind = 'notification' THEN '' ELSE body END \
                  WHERE id = $1 AND lease_owner = $2",
             )
             .await?;
@@ -555,6 +565,12 @@ impl Store for Postgres {
             )
             .await?;
         Ok(())
+    }
+
+    async fn forget_reports(&self, before: Millis) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(FORGET_REPORTS_SQL).await?;
+        Ok(client.execute(&statement, &[&before]).await?)
     }
 
     async fn outbox_list(&self, all: bool, limit: usize) -> Result<Vec<Entry>, StoreError> {

@@ -39,9 +39,19 @@ fn done(status: &'static str, message: String) -> Verdict {
 /// START after it does nothing. A booking that was never configured is released without a
 /// manager call. A failed booking is tried again when a delivery asks for the same thing.
 pub fn record(existing: Option<Booking>, i: &Intent, now: Millis) -> Decision<Verdict> {
-    if i.update {
-        return update(existing, i, now);
+    let mut d = if i.update {
+        update(existing, i, now)
+    } else {
+        wish(existing, i, now)
+    };
+    if i.defer_audit && !d.booking.settled() {
+        d.booking.audit_deferred = true;
     }
+    d
+}
+
+/// START, END or DELETED: see [`record`].
+fn wish(existing: Option<Booking>, i: &Intent, now: Millis) -> Decision<Verdict> {
     let event = i.event_type;
     let Some(mut b) = existing else {
         let mut b = new_booking(i, now);
@@ -612,6 +622,7 @@ mod tests {
             body: String::new(),
             key_id: None,
             update: false,
+            defer_audit: false,
         }
     }
 

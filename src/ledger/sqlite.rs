@@ -16,9 +16,9 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::rules::{self, Decision, Neighbours};
 use super::{
-    ADDED_COLUMNS, Attempt, Booking, COLUMNS, Claim, Desired, Entry, EntryState, Event, Finish,
-    Intent, Kind, Lease, Millis, NewEntry, Op, Recorded, State, Store, StoreError, Verdict,
-    active_bookings_sql, drop_leases_sql,
+    ADDED_COLUMNS, Attempt, Booking, COLUMNS, Claim, Desired, Entry, EntryState, Event,
+    FORGET_REPORTS_SQL, Finish, Intent, Kind, Lease, Millis, NewEntry, Op, Recorded, State, Store,
+    StoreError, Verdict, active_bookings_sql, drop_leases_sql, failing_releases_sql,
 };
 
 const SCHEMA: &str = "
@@ -73,6 +73,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     updated_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS outbox_kept ON outbox (updated_at)
+    WHERE state = 'failed' AND kind = 'notification' AND body <> '';
 ";
 
 /// A step, run on the ledger's thread inside its group's transaction (`None` if that could
@@ -106,7 +108,7 @@ impl Sqlite {
         let db = dir.join("ledger.db");
         let lock = if serving {
             private_dir(dir).map_err(|e| problem("cannot create", dir, &e))?;
-            private_file(&db).map_err(|e| problem("cannot create", &db, &e))?;
+            private_file(&db).map_err(|e| problem("cannot open the ledger", &db, &e))?;
             let path = dir.join("ledger.lock");
             let file = File::options()
                 .create(true)
@@ -664,6 +666,15 @@ impl Store for Sqlite {
         .map(|n| n as u64)
     }
 
+    async fn failing_releases(&self) -> Result<u64, StoreError> {
+        self.call(|c| {
+            c.prepare_cached(&failing_releases_sql("INDEXED BY bookings_due"))?
+                .query_row([], |r| r.get::<_, i64>(0))
+        })
+        .await
+        .map(|n| n as u64)
+    }
+
     async fn bookings_of_resource(&self, resource_id: i64) -> Result<Vec<Booking>, StoreError> {
         self.call(move |c| {
             c.prepare_cached(&format!(
@@ -724,11 +735,20 @@ impl Store for Sqlite {
             };
             tx.execute(
                 "UPDATE outbox SET state = ?3, attempts = attempts + 1, last_status = ?4, \
-                 next_attempt_at = ?5, lease_owner = NULL, lease_until = NULL, updated_at = ?6 \
+                 next_attempt_at = ?5, lease_owner = NULL, lease_until = NULL, updated_at = ?6, \
+                 body = CASE WHEN ?3 = 'delivered' AND kind = 'notification' THEN '' ELSE body END \
                  WHERE id = ?1 AND lease_owner = ?2",
                 params![id, owner, state.as_str(), status, next, now],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn forget_reports(&self, before: Millis) -> Result<u64, StoreError> {
+        self.write(move |tx| {
+            let sql = FORGET_REPORTS_SQL.replace("$1", "?1");
+            Ok(tx.prepare_cached(&sql)?.execute([before])? as u64)
         })
         .await
     }
@@ -1003,6 +1023,8 @@ mod tests {
         let c = Connection::open(Sqlite::path(dir.path())).unwrap();
         let statements = [
             active_bookings_sql("INDEXED BY bookings_due"),
+            failing_releases_sql("INDEXED BY bookings_due"),
+            FORGET_REPORTS_SQL.replace("$1", "?1"),
             "SELECT COUNT(*) FROM outbox WHERE state = 'pending'".into(),
         ]
         .into_iter()

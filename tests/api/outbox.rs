@@ -211,3 +211,73 @@ async fn a_redirected_report_is_not_re_posted_and_fails_saying_why() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn what_a_user_was_given_is_not_kept_on_disk_once_delivered() {
+    use webhook::manager::{ManagerError, Outcome, ResourceManager};
+    use webhook::reservation::Reservation;
+    const PASSWORD: &str = "pw-7Hq2Zr91-only-for-the-user";
+    struct GivesAPassword;
+    #[async_trait::async_trait]
+    impl ResourceManager for GivesAPassword {
+        async fn configure(&self, _: &Reservation) -> Result<Outcome, ManagerError> {
+            Ok(Outcome::new(format!("log in with password {PASSWORD}")))
+        }
+        async fn release(&self, _: &Reservation) -> Result<Outcome, ManagerError> {
+            Ok(Outcome::new("gone"))
+        }
+    }
+    let backend = start_backend().await;
+    let endpoints = backend.endpoints();
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().display().to_string();
+    let mut settings = vars(&endpoints);
+    settings.push(("DATA_DIR", &data_dir));
+    let app = crate::helpers::spawn_app_with(&settings, std::sync::Arc::new(GivesAPassword)).await;
+    app.post_webhook(&fixture("event_start.json")).await;
+    let (notifications, _) = backend.wait_for(1).await;
+    assert!(
+        notifications[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains(PASSWORD)
+    );
+    let store = webhook::ledger::open(&cli_config(&app), false)
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        let entries = store.outbox_list(true, 10).await.unwrap();
+        if entries.iter().all(|e| e.state == EntryState::Delivered) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(store);
+    let data_dir = app.data_dir.clone();
+    app.stop().await;
+    assert!(data_dir.starts_with(dir.path()));
+
+    // The ledger's thread closes the file once the service is gone; its write-ahead log,
+    // which keeps earlier versions of pages, is folded into the file and removed then.
+    let wal = data_dir.join("ledger.db-wal");
+    for _ in 0..100 {
+        if !wal.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Nothing in the ledger's files holds the password: not the booking, not the outbox.
+    for entry in std::fs::read_dir(&data_dir).unwrap() {
+        let path = entry.unwrap().path();
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        assert!(
+            !bytes
+                .windows(PASSWORD.len())
+                .any(|w| w == PASSWORD.as_bytes()),
+            "{} holds the user's password",
+            path.display()
+        );
+    }
+}

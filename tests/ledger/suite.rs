@@ -33,6 +33,7 @@ pub fn intent(id: &str, resource: i64, desired: Desired) -> Intent {
         body: "{}".into(),
         key_id: None,
         update: false,
+        defer_audit: false,
     }
 }
 

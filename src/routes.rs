@@ -253,8 +253,7 @@ async fn receive(req: &Request, body: Body, state: Arc<AppState>) -> Reply {
     match delivery {
         Delivery::Ignored { event_type, reason } => {
             tracing::Span::current().record("event_type", event_type.as_str());
-            if let Err(reply) = fresh_if_dated(&state, &bytes) {
-                state.metrics.delivery(&event_type, reply.body.status);
+            if let Err(reply) = fresh_if_dated(&state, &event_type, &bytes) {
                 return reply;
             }
             state.metrics.delivery(&event_type, "ignored");
@@ -298,8 +297,7 @@ async fn receive(req: &Request, body: Body, state: Arc<AppState>) -> Reply {
         }
         Delivery::Other { event_type, reason } => {
             tracing::Span::current().record("event_type", event_type.as_str());
-            if let Err(reply) = fresh_if_dated(&state, &bytes) {
-                state.metrics.delivery(&event_type, reply.body.status);
+            if let Err(reply) = fresh_if_dated(&state, &event_type, &bytes) {
                 return reply;
             }
             hook::offer(state, Source::ReservationSystem, event_type, reason, bytes).await
@@ -362,7 +360,7 @@ fn sender(
 /// The replay check for a body other than a booking event: one that carries a signed
 /// `timestamp` is refused outside `REPLAY_TOLERANCE` as a booking event is, so a recorded
 /// ping or update cannot be played back to the manager's hook either.
-fn fresh_if_dated(state: &AppState, body: &[u8]) -> Result<(), Reply> {
+fn fresh_if_dated(state: &AppState, event_type: &str, body: &[u8]) -> Result<(), Reply> {
     #[derive(serde::Deserialize)]
     struct Dated {
         timestamp: Option<chrono::DateTime<chrono::Utc>>,
@@ -372,21 +370,18 @@ fn fresh_if_dated(state: &AppState, body: &[u8]) -> Result<(), Reply> {
     }
     let sent_at = serde_json::from_slice::<Dated>(body)
         .map_err(|e| {
-            Reply::new(
+            let reply = Reply::new(
                 StatusCode::BAD_REQUEST,
                 "invalid",
                 format!("field timestamp: {e}"),
-            )
+            );
+            state.metrics.delivery(event_type, reply.body.status);
+            reply
         })?
         .timestamp;
     match sent_at {
         None => Ok(()),
-        Some(_) => {
-            dispatch::check_fresh(sent_at, state.config.replay_tolerance, chrono::Utc::now())
-                .inspect_err(
-                    |reply| tracing::warn!(message = %reply.body.message, "replay refused"),
-                )
-        }
+        Some(_) => fresh(state, event_type, sent_at),
     }
 }
 

@@ -210,6 +210,12 @@ pub(crate) const ADDED_COLUMNS: [(&str, &str, &str); 3] = [
     ),
 ];
 
+/// Run once, when a ledger written before [`ADDED_COLUMNS`] is upgraded: those versions kept
+/// each manager's outcome (which may hold what the user was given) with its booking, and
+/// nothing reads it.
+pub(crate) const FORGET_OUTCOMES_SQL: &str =
+    "UPDATE bookings SET outcome = NULL WHERE outcome IS NOT NULL";
+
 /// The statement that writes a whole booking row: an insert, or an update of every column
 /// when the id exists. `marker` is the store's parameter prefix (`$` or `?`).
 pub(crate) fn upsert_sql(marker: char) -> String {

@@ -26,8 +26,9 @@ use step::{Step, Write, step};
 use super::rules;
 use super::{
     ADDED_COLUMNS, Attempt, Booking, COLUMNS, Claim, Desired, Entry, EntryState, Event,
-    FORGET_REPORTS_SQL, Finish, Intent, Kind, Lease, Millis, NewEntry, Recorded, State, Store,
-    StoreError, Verdict, active_bookings_sql, drop_leases_sql, failing_releases_sql,
+    FORGET_OUTCOMES_SQL, FORGET_REPORTS_SQL, Finish, Intent, Kind, Lease, Millis, NewEntry,
+    Recorded, State, Store, StoreError, Verdict, active_bookings_sql, drop_leases_sql,
+    failing_releases_sql,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -162,11 +163,24 @@ impl Postgres {
         .await?;
         tx.batch_execute(SCHEMA).await?;
         // Columns a ledger written by an older version lacks.
+        let names: Vec<&str> = ADDED_COLUMNS.iter().map(|(name, ..)| *name).collect();
+        let present: i64 = tx
+            .query_one(
+                "SELECT COUNT(*) FROM information_schema.columns \
+                 WHERE table_schema = current_schema() AND table_name = 'bookings' \
+                 AND column_name = ANY($1)",
+                &[&names],
+            )
+            .await?
+            .get(0);
         for (name, _, kind) in ADDED_COLUMNS {
             tx.batch_execute(&format!(
                 "ALTER TABLE bookings ADD COLUMN IF NOT EXISTS {name} {kind}"
             ))
             .await?;
+        }
+        if present < names.len() as i64 {
+            tx.batch_execute(FORGET_OUTCOMES_SQL).await?;
         }
         tx.commit().await?;
         Ok(this)

@@ -17,8 +17,9 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use super::rules::{self, Decision, Neighbours};
 use super::{
     ADDED_COLUMNS, Attempt, Booking, COLUMNS, Claim, Desired, Entry, EntryState, Event,
-    FORGET_REPORTS_SQL, Finish, Intent, Kind, Lease, Millis, NewEntry, Op, Recorded, State, Store,
-    StoreError, Verdict, active_bookings_sql, drop_leases_sql, failing_releases_sql,
+    FORGET_OUTCOMES_SQL, FORGET_REPORTS_SQL, Finish, Intent, Kind, Lease, Millis, NewEntry, Op,
+    Recorded, State, Store, StoreError, Verdict, active_bookings_sql, drop_leases_sql,
+    failing_releases_sql,
 };
 
 const SCHEMA: &str = "
@@ -292,10 +293,15 @@ fn add_columns(c: &Connection) -> rusqlite::Result<()> {
         .prepare("SELECT name FROM pragma_table_info('bookings')")?
         .query_map([], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
+    let mut upgraded = false;
     for (name, kind, _) in ADDED_COLUMNS {
         if !have.iter().any(|h| h == name) {
             c.execute_batch(&format!("ALTER TABLE bookings ADD COLUMN {name} {kind}"))?;
+            upgraded = true;
         }
+    }
+    if upgraded {
+        c.execute_batch(FORGET_OUTCOMES_SQL)?;
     }
     Ok(())
 }
@@ -871,6 +877,8 @@ mod tests {
             (b.state, b.key_id, b.end_changed),
             (State::Active, None, false)
         );
+        // What the old version kept of the manager's outcome is gone.
+        assert_eq!(b.outcome, None);
         assert_eq!(s.bookings_of_resource(42).await.unwrap().len(), 1);
     }
 

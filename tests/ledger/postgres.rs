@@ -2,7 +2,7 @@
 //! on a free port, shared by the tests running at the same time, stopped and deleted when
 //! the last of them is done. Each test gets a database of its own.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -97,6 +97,19 @@ impl Database {
     }
 }
 
+/// Gives `path` and what is in it to the server's user, when the tests run as root (the
+/// server refuses to).
+fn chown_to_postgres(path: &Path) {
+    if is_root() {
+        let status = Command::new("chown")
+            .arg("-R")
+            .arg("postgres:")
+            .arg(path)
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "chown postgres: failed");
+    }
+}
+
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -116,6 +129,13 @@ impl Server {
     }
 
     fn start() -> Self {
+        Self::start_with(|_| {}, "")
+    }
+
+    /// Starts a server in a temporary directory: `prepare` gets the data directory once
+    /// `initdb` made it (files to add, a `pg_hba.conf` to write), and `options` go to
+    /// `postgres` after the usual ones.
+    pub fn start_with(prepare: impl FnOnce(&Path), options: &str) -> Self {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .into_iter()
             .flatten()
@@ -130,13 +150,7 @@ impl Server {
             .prefix("ledger-pg")
             .tempdir()
             .unwrap();
-        if is_root() {
-            let status = Command::new("chown")
-                .arg("postgres:")
-                .arg(dir.path())
-                .status();
-            assert!(status.is_ok_and(|s| s.success()), "chown postgres: failed");
-        }
+        chown_to_postgres(dir.path());
         let mut server = Self { port: 0, dir, bin };
         let data = server.dir.path().join("data");
         let out = server
@@ -151,6 +165,8 @@ impl Server {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        prepare(&data);
+        chown_to_postgres(&data);
         for _ in 0..3 {
             server.port = std::net::TcpListener::bind("127.0.0.1:0")
                 .unwrap()
@@ -159,7 +175,7 @@ impl Server {
                 .port();
             let options = format!(
                 "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 \
-                 -c shared_preload_libraries=pg_stat_statements",
+                 -c shared_preload_libraries=pg_stat_statements {options}",
                 server.port,
                 server.dir.path().display()
             );
@@ -175,7 +191,10 @@ impl Server {
             if started.status.success() {
                 let created = server
                     .tool("psql")
-                    .args(["-h", "127.0.0.1", "-p", &server.port.to_string()])
+                    // Over the socket: the server may take TCP clients over TLS only.
+                    .arg("-h")
+                    .arg(server.dir.path())
+                    .args(["-p", &server.port.to_string()])
                     .args(["-U", "postgres", "-d", "postgres", "-q", "-c"])
                     .arg("CREATE EXTENSION pg_stat_statements")
                     .output()
@@ -190,6 +209,11 @@ impl Server {
         }
         let log = std::fs::read_to_string(server.dir.path().join("server.log")).unwrap_or_default();
         panic!("PostgreSQL did not start:\n{log}");
+    }
+
+    /// The server's data directory.
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
     }
 
     fn tool(&self, name: &str) -> Command {

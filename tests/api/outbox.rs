@@ -17,6 +17,24 @@ fn start_of(id: &str) -> Vec<u8> {
         .into_bytes()
 }
 
+/// The outbox's entries (`all`, or only those not delivered) once `done` holds of them, or
+/// as they are after two seconds.
+pub async fn outbox_when(
+    store: &dyn webhook::ledger::Store,
+    all: bool,
+    done: impl Fn(&[webhook::ledger::Entry]) -> bool,
+) -> Vec<webhook::ledger::Entry> {
+    let mut entries = Vec::new();
+    for _ in 0..100 {
+        entries = store.outbox_list(all, 10).await.unwrap();
+        if done(&entries) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    entries
+}
+
 /// The settings the `outbox` command would read next to `app`.
 pub fn cli_config(app: &TestApp) -> Config {
     Config::from_vars([
@@ -95,14 +113,10 @@ async fn a_report_the_back_end_refuses_is_marked_failed_and_can_be_retried_by_ha
     app.post_webhook(&fixture("event_start.json")).await;
     let config = cli_config(&app);
     let store = webhook::ledger::open(&config, false).await.unwrap();
-    let mut failed = Vec::new();
-    for _ in 0..100 {
-        failed = store.outbox_list(false, 10).await.unwrap();
-        if failed.len() == 2 && failed.iter().all(|e| e.state == EntryState::Failed) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let failed = outbox_when(&*store, false, |entries| {
+        entries.len() == 2 && entries.iter().all(|e| e.state == EntryState::Failed)
+    })
+    .await;
     assert_eq!(failed.len(), 2, "{failed:?}");
     for e in &failed {
         assert_eq!(e.state, EntryState::Failed);
@@ -181,14 +195,10 @@ async fn a_redirected_report_is_not_re_posted_and_fails_saying_why() {
     let store = webhook::ledger::open(&cli_config(&app), false)
         .await
         .unwrap();
-    let mut failed = Vec::new();
-    for _ in 0..100 {
-        failed = store.outbox_list(false, 10).await.unwrap();
-        if failed.len() == 2 && failed.iter().all(|e| e.state == EntryState::Failed) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let failed = outbox_when(&*store, false, |entries| {
+        entries.len() == 2 && entries.iter().all(|e| e.state == EntryState::Failed)
+    })
+    .await;
     assert_eq!(failed.len(), 2, "{failed:?}");
     for e in &failed {
         assert_eq!(e.state, EntryState::Failed, "{e:?}");
@@ -245,13 +255,10 @@ async fn what_a_user_was_given_is_not_kept_on_disk_once_delivered() {
     let store = webhook::ledger::open(&cli_config(&app), false)
         .await
         .unwrap();
-    for _ in 0..100 {
-        let entries = store.outbox_list(true, 10).await.unwrap();
-        if entries.iter().all(|e| e.state == EntryState::Delivered) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    outbox_when(&*store, true, |entries| {
+        entries.iter().all(|e| e.state == EntryState::Delivered)
+    })
+    .await;
     drop(store);
     let data_dir = app.data_dir.clone();
     app.stop().await;

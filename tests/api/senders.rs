@@ -559,14 +559,10 @@ async fn the_audit_logs_reply_which_holds_the_webhooks_secret_is_never_kept() {
     let store = webhook::ledger::open(&crate::outbox::cli_config(&app), false)
         .await
         .unwrap();
-    let mut entries = Vec::new();
-    for _ in 0..100 {
-        entries = store.outbox_list(true, 10).await.unwrap();
-        if entries.iter().all(|e| e.last_status.is_some()) && entries.len() == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let entries = crate::outbox::outbox_when(&*store, true, |entries| {
+        entries.iter().all(|e| e.last_status.is_some()) && entries.len() == 2
+    })
+    .await;
     let log = entries.iter().find(|e| e.kind == Kind::WebhookLog).unwrap();
     assert_eq!(log.last_status.as_deref(), Some("201 Created"));
     let ledger = std::fs::read(webhook::ledger::sqlite::Sqlite::path(&app.data_dir)).unwrap();

@@ -55,9 +55,11 @@ async fn a_new_booking_takes_at_most_six_statements_and_two_commits() {
     }
     let after = db.statements().await;
 
-    // Assert: the count includes the timed polls that ran meanwhile.
+    // Assert: the count includes the timed polls that ran meanwhile, and the first sweep
+    // of the new leader (one sweep and one clearing of old reports) may fall in it too.
+    const UPKEEP: i64 = 2;
     let statements = (after.0 - before.0) as f64 / BOOKINGS as f64;
-    let commits = (after.1 - before.1) as f64 / BOOKINGS as f64;
+    let commits = (after.1 - before.1 - UPKEEP).max(0) as f64 / BOOKINGS as f64;
     eprintln!("per new booking: {statements:.2} statements, {commits:.2} that may commit");
     for (calls, query) in db.statement_counts().await.iter().take(12) {
         eprintln!("{calls:>6}  {}", &query[..query.len().min(110)]);

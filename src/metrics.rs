@@ -11,7 +11,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DeliveryLabels {
@@ -44,6 +44,8 @@ struct Inner {
     active: Gauge,
     failing: Gauge,
     backlog: Gauge,
+    overdue: Gauge,
+    oldest: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -99,6 +101,19 @@ impl Default for Metrics {
             "Reports stored and not yet delivered (failed ones not counted)",
             backlog.clone(),
         );
+        let overdue = Gauge::default();
+        registry.register(
+            "overdue_bookings",
+            "Bookings still configured though their end plus RELEASE_GRACE has passed: access that outlives a booking",
+            overdue.clone(),
+        );
+        let oldest = Gauge::default();
+        registry.register_with_unit(
+            "outbox_oldest_age",
+            "Age of the oldest report stored and not yet delivered (failed ones not counted), 0 when there is none",
+            Unit::Seconds,
+            oldest.clone(),
+        );
         Self(Arc::new(Inner {
             registry,
             deliveries,
@@ -108,6 +123,8 @@ impl Default for Metrics {
             active,
             failing,
             backlog,
+            overdue,
+            oldest,
         }))
     }
 }
@@ -155,13 +172,22 @@ impl Metrics {
     }
 
     /// The metrics in the Prometheus text format, with the gauges read from the ledger as of
-    /// now (kept as they were when it could not be read).
+    /// now (kept as they were when it could not be read). `oldest` is the age in seconds of
+    /// the oldest report not yet delivered, `Some(0)` when there is none.
     pub fn encode(
         &self,
         active: Option<u64>,
         failing: Option<u64>,
         backlog: Option<u64>,
+        overdue: Option<u64>,
+        oldest: Option<u64>,
     ) -> String {
+        if let Some(overdue) = overdue {
+            self.0.overdue.set(overdue as i64);
+        }
+        if let Some(oldest) = oldest {
+            self.0.oldest.set(oldest as i64);
+        }
         if let Some(active) = active {
             self.0.active.set(active as i64);
         }

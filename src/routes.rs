@@ -443,19 +443,29 @@ async fn readyz(Data(state): Data<&Arc<AppState>>) -> Reply {
 
 #[handler]
 async fn metrics(Data(state): Data<&Arc<AppState>>) -> poem::Response {
-    let (active, failing, backlog) = tokio::join!(
+    let now = crate::ledger::now();
+    let grace = state.config.release_grace.as_millis() as i64;
+    let (active, failing, backlog, overdue, oldest) = tokio::join!(
         state.store.active_bookings(),
         state.store.failing_releases(),
-        state.store.outbox_backlog()
+        state.store.outbox_backlog(),
+        state.store.overdue_bookings(now.saturating_sub(grace)),
+        state.store.outbox_oldest()
     );
-    if let Err(e) = active.as_ref().and(failing.as_ref()).and(backlog.as_ref()) {
+    let oldest = oldest.map(|at| at.map_or(0, |at| (now.saturating_sub(at) / 1000).max(0) as u64));
+    if let Err(e) = (active.as_ref().and(failing.as_ref()).and(backlog.as_ref()))
+        .and(overdue.as_ref())
+        .and(oldest.as_ref())
+    {
         tracing::warn!(error = %e, "gauges not updated: the ledger is unavailable");
     }
     poem::Response::builder()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
-        .body(
-            state
-                .metrics
-                .encode(active.ok(), failing.ok(), backlog.ok()),
-        )
+        .body(state.metrics.encode(
+            active.ok(),
+            failing.ok(),
+            backlog.ok(),
+            overdue.ok(),
+            oldest.ok(),
+        ))
 }

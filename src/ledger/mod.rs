@@ -282,6 +282,27 @@ pub(crate) fn failing_releases_sql(hint: &str) -> String {
     )
 }
 
+/// Counts bookings still configured whose end plus the release grace is before `$1` (the
+/// cut-off): access that outlives a booking. One not yet swept is found through the sweeper's
+/// index, one whose release is due or failing through the index of due work (`hint`, as for
+/// [`active_bookings_sql`]).
+pub(crate) fn overdue_bookings_sql(hint: &str) -> String {
+    format!(
+        "SELECT \
+         (SELECT COUNT(*) FROM bookings WHERE desired = 'active' AND end_at < $1 \
+          AND state IN ('configuring', 'active')) + \
+         (SELECT COUNT(*) FROM bookings {hint} WHERE next_attempt_at IS NOT NULL \
+          AND desired = 'released' AND end_at < $1 \
+          AND state IN ('configuring', 'active', 'releasing', 'failed'))"
+    )
+}
+
+/// When the oldest report not yet delivered and not failed was stored (NULL if there is
+/// none), through the index of pending reports.
+pub(crate) fn outbox_oldest_sql(hint: &str) -> String {
+    format!("SELECT MIN(created_at) FROM outbox {hint} WHERE state = 'pending'")
+}
+
 /// The statements that drop the leases of bookings, then of reports: those of the owner
 /// bound as the first parameter, or everyone's when it is NULL. `param` is the store's
 /// spelling of that parameter (`?1`, `$1::TEXT`).
@@ -549,6 +570,9 @@ pub trait Store: Send + Sync + 'static {
     /// Releases that failed past `MAX_ATTEMPTS` and are still being tried.
     async fn failing_releases(&self) -> Result<u64, StoreError>;
 
+    /// Bookings still configured whose end plus the release grace is before `cutoff`.
+    async fn overdue_bookings(&self, cutoff: Millis) -> Result<u64, StoreError>;
+
     /// The bookings of a resource still wanted active (`RESOURCE_DELETED` releases them).
     async fn bookings_of_resource(&self, resource_id: i64) -> Result<Vec<Booking>, StoreError>;
 
@@ -586,6 +610,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Entries not yet delivered and not failed.
     async fn outbox_backlog(&self) -> Result<u64, StoreError>;
+
+    /// When the oldest entry not yet delivered and not failed was stored.
+    async fn outbox_oldest(&self) -> Result<Option<Millis>, StoreError>;
 
     /// Whether this process runs the timed polls (due work, the sweeper, the outbox). A
     /// shared ledger lets one replica at a time lead, so that the polls do not grow with the

@@ -28,7 +28,7 @@ use super::{
     ADDED_COLUMNS, Attempt, Booking, COLUMNS, Claim, Desired, Entry, EntryState, Event,
     FORGET_OUTCOMES_SQL, FORGET_REPORTS_SQL, Finish, Intent, Kind, Lease, Millis, NewEntry,
     Recorded, State, Store, StoreError, Verdict, active_bookings_sql, drop_leases_sql,
-    failing_releases_sql,
+    failing_releases_sql, outbox_oldest_sql, overdue_bookings_sql,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -512,6 +512,13 @@ impl Store for Postgres {
         Ok(row.get::<_, i64>(0) as u64)
     }
 
+    async fn overdue_bookings(&self, cutoff: Millis) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(&overdue_bookings_sql("")).await?;
+        let row = client.query_one(&statement, &[&cutoff]).await?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
     async fn bookings_of_resource(&self, resource_id: i64) -> Result<Vec<Booking>, StoreError> {
         let sql = format!(
             "SELECT {} FROM bookings WHERE resource_id = $1 AND desired = 'active'",
@@ -626,6 +633,13 @@ impl Store for Postgres {
             .await?;
         let row = client.query_one(&statement, &[]).await?;
         Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    async fn outbox_oldest(&self) -> Result<Option<Millis>, StoreError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(&outbox_oldest_sql("")).await?;
+        let row = client.query_one(&statement, &[]).await?;
+        Ok(row.get(0))
     }
 
     fn leads(&self) -> bool {

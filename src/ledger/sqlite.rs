@@ -19,7 +19,7 @@ use super::{
     ADDED_COLUMNS, Attempt, Booking, COLUMNS, Claim, Desired, Entry, EntryState, Event,
     FORGET_OUTCOMES_SQL, FORGET_REPORTS_SQL, Finish, Intent, Kind, Lease, Millis, NewEntry, Op,
     Recorded, State, Store, StoreError, Verdict, active_bookings_sql, drop_leases_sql,
-    failing_releases_sql,
+    failing_releases_sql, outbox_oldest_sql, overdue_bookings_sql,
 };
 
 const SCHEMA: &str = "
@@ -681,6 +681,15 @@ impl Store for Sqlite {
         .map(|n| n as u64)
     }
 
+    async fn overdue_bookings(&self, cutoff: Millis) -> Result<u64, StoreError> {
+        self.call(move |c| {
+            c.prepare_cached(&overdue_bookings_sql("INDEXED BY bookings_due").replace("$1", "?1"))?
+                .query_row([cutoff], |r| r.get::<_, i64>(0))
+        })
+        .await
+        .map(|n| n as u64)
+    }
+
     async fn bookings_of_resource(&self, resource_id: i64) -> Result<Vec<Booking>, StoreError> {
         self.call(move |c| {
             c.prepare_cached(&format!(
@@ -799,6 +808,14 @@ impl Store for Sqlite {
         })
         .await
         .map(|n| n as u64)
+    }
+
+    async fn outbox_oldest(&self) -> Result<Option<Millis>, StoreError> {
+        self.call(|c| {
+            c.prepare_cached(&outbox_oldest_sql("INDEXED BY outbox_due"))?
+                .query_row([], |r| r.get(0))
+        })
+        .await
     }
 }
 
@@ -1032,6 +1049,8 @@ mod tests {
         let statements = [
             active_bookings_sql("INDEXED BY bookings_due"),
             failing_releases_sql("INDEXED BY bookings_due"),
+            overdue_bookings_sql("INDEXED BY bookings_due").replace("$1", "?1"),
+            outbox_oldest_sql("INDEXED BY outbox_due"),
             FORGET_REPORTS_SQL.replace("$1", "?1"),
             "SELECT COUNT(*) FROM outbox WHERE state = 'pending'".into(),
         ]

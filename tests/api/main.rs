@@ -7,6 +7,7 @@ mod hook;
 mod lifecycle;
 mod limits;
 mod local_run;
+mod monitoring;
 mod outbox;
 mod presets;
 mod replay;

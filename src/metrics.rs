@@ -11,7 +11,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::{Metric, Registry, Unit};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DeliveryLabels {
@@ -53,14 +53,20 @@ struct OperationLabel {
     operation: &'static str,
 }
 
+/// A new metric of type `M`, registered as `name` with `help`.
+fn register<M: Metric + Clone + Default>(registry: &mut Registry, name: &str, help: &str) -> M {
+    let metric = M::default();
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("webhook");
-        let deliveries = Family::<DeliveryLabels, Counter>::default();
-        registry.register(
+        let deliveries: Family<DeliveryLabels, Counter> = register(
+            &mut registry,
             "deliveries",
             "Deliveries received, by event type and result",
-            deliveries.clone(),
         );
         let calls = Family::<CallLabels, Histogram>::new_with_constructor(|| {
             // 5 ms to about 80 s.
@@ -71,41 +77,35 @@ impl Default for Metrics {
             "Duration of configure and release calls, by result",
             calls.clone(),
         );
-        let reports = Family::<ReportLabels, Counter>::default();
-        registry.register(
+        let reports: Family<ReportLabels, Counter> = register(
+            &mut registry,
             "reports",
             "Report-back requests, by endpoint and result",
-            reports.clone(),
         );
-        let retries = Family::<OperationLabel, Counter>::default();
-        registry.register(
+        let retries: Family<OperationLabel, Counter> = register(
+            &mut registry,
             "manager_retries",
             "Manager calls that failed transiently and were scheduled again",
-            retries.clone(),
         );
-        let active = Gauge::default();
-        registry.register(
+        let active: Gauge = register(
+            &mut registry,
             "active_bookings",
             "Bookings configured and not yet released, from the ledger",
-            active.clone(),
         );
-        let failing = Gauge::default();
-        registry.register(
+        let failing: Gauge = register(
+            &mut registry,
             "failing_releases",
             "Releases that failed past MAX_ATTEMPTS and are still being tried: users who keep a resource after their booking ended",
-            failing.clone(),
         );
-        let backlog = Gauge::default();
-        registry.register(
+        let backlog: Gauge = register(
+            &mut registry,
             "outbox_backlog",
             "Reports stored and not yet delivered (failed ones not counted)",
-            backlog.clone(),
         );
-        let overdue = Gauge::default();
-        registry.register(
+        let overdue: Gauge = register(
+            &mut registry,
             "overdue_bookings",
             "Bookings still configured though their end plus RELEASE_GRACE has passed: access that outlives a booking",
-            overdue.clone(),
         );
         let oldest = Gauge::default();
         registry.register_with_unit(

@@ -4,6 +4,7 @@
 #
 #   DURATION=10 CONNECTIONS=16 REPS=3 bench/run.sh
 #   ONLY=start bench/run.sh     # only the signed START rows (both ledgers), then stop
+#   ONLY=retention bench/run.sh # only the ledger's size and start-up with and without retention
 #
 # The PostgreSQL rows start their own server (PostgreSQL 13 or later, default durability)
 # in a temporary directory on a free port, as the ledger tests do.
@@ -21,6 +22,7 @@ CONNECTIONS=${CONNECTIONS:-16}
 REPS=${REPS:-3}
 ONLY=${ONLY:-}
 MILLION=${MILLION:-1000000}
+BOOKINGS=${BOOKINGS:-1000000}
 # Everything is built as the image builds the service (see Dockerfile): release, linked
 # statically, for the host's target.
 host=$(rustc --print host-tuple)
@@ -41,7 +43,7 @@ cleanup() {
 trap cleanup EXIT
 
 export WEBHOOK_SECRET=bench-secret-of-at-least-32-bytes-long RESOURCE_TYPE="Switch Port" LOG_LEVEL=warn
-export DATA_DIR="$work/data" REPLAY_TOLERANCE=off HOST=127.0.0.1
+export DATA_DIR="$work/data" REPLAY_TOLERANCE=off LEDGER_RETENTION=off HOST=127.0.0.1
 mkdir -p "$DATA_DIR"
 
 echo "building (release)..." >&2
@@ -80,14 +82,6 @@ load_row() { # label "rps p50 p99 bad" [ratio-base]
   row "$1" "$rps req/s$ratio, p50 $((p50)) µs, p99 $((p99)) µs, non-2xx $bad"
 }
 
-port=$(free_port)
-echo "bare poem..." >&2
-start "$bin/bare-poem" "$port" POST /
-bare=$(measure "http://127.0.0.1:$port/" bare)
-stop
-bare_rps=${bare%% *}
-load_row "bare poem, POST / → 200" "$bare"
-
 # Drops the last ledger and lets the disk finish writing, so the next scenario does not run
 # beside the kernel's write-back of the previous one's.
 settle_disk() {
@@ -95,6 +89,65 @@ settle_disk() {
   sync
   sleep 1
 }
+
+# The ledger's size and start-up after BOOKINGS bookings (a START and an END each, four
+# generators one after the other), kept for good and with a retention short enough to act
+# during the run (REPLAY_TOLERANCE shorter still, as start-up requires).
+retention_rows() {
+  local setting tolerance bytes kept bad
+  for setting in off 20s; do
+    tolerance=off
+    [ "$setting" = off ] || tolerance=10s
+    export DATA_DIR="$work/data-retention-$setting" LEDGER_RETENTION=$setting REPLAY_TOLERANCE=$tolerance
+    mkdir -p "$DATA_DIR"
+    port=$(free_port)
+    start "$bin/noop-webhook" "$port"
+    for _ in 1 2 3 4; do
+      "$bin/load" run "http://127.0.0.1:$port/webhook" startend "$CONNECTIONS" 3600 "$((BOOKINGS / 2))"
+    done >"$work/retention"
+    # Long enough for retention to reach the last bookings: their age, then a round.
+    [ "$setting" = off ] || sleep 30
+    stop
+    bad=$(sed -n 's/.*non2xx=\([0-9]*\) errors=\([0-9]*\).*/\1 \2/p' "$work/retention" | awk '{s += $1 + $2} END {print s}')
+    bytes=$(du -cb "$DATA_DIR"/ledger.db* | tail -n 1 | cut -f 1)
+    kept="?"
+    command -v sqlite3 >/dev/null && kept=$(sqlite3 "$DATA_DIR/ledger.db" "SELECT COUNT(*) FROM bookings")
+    row "ledger after $BOOKINGS bookings, LEDGER_RETENTION=$setting" \
+      "$((bytes / 1024 / 1024)) MiB on disk, $kept bookings kept, start-up $(startup) ms (median of 5), non-2xx $bad"
+    settle_disk
+  done
+  export LEDGER_RETENTION=off REPLAY_TOLERANCE=off
+}
+
+# Prints the table of the rows measured.
+table() { # what
+  echo
+  echo "Benchmarks $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB;" \
+    "$1; $CONNECTIONS connections, ${DURATION}s × $REPS runs, median. The load generator shares the cores with the server."
+  echo
+  echo "| measure | result |"
+  echo "|---|---|"
+  printf '%s\n' "${rows[@]}"
+}
+
+startup() { # median of 5, in ms, on the ledger in $DATA_DIR
+  for _ in 1 2 3 4 5; do "$bin/load" startup "$bin/noop-webhook"; done |
+    sed 's/startup_ms=//' | sort -n | sed -n 3p
+}
+
+if [ "$ONLY" = retention ]; then
+  retention_rows
+  table "retention rows only"
+  exit 0
+fi
+
+port=$(free_port)
+echo "bare poem..." >&2
+start "$bin/bare-poem" "$port" POST /
+bare=$(measure "http://127.0.0.1:$port/" bare)
+stop
+bare_rps=${bare%% *}
+load_row "bare poem, POST / → 200" "$bare"
 
 # Each scenario gets a fresh server and ledger, so none pays for the previous one's
 # background work (the ledger's write-ahead log checkpoints after the START runs).
@@ -197,13 +250,7 @@ unset LEDGER_URL
 pg_stop
 
 if [ "$ONLY" = start ]; then
-  echo
-  echo "Benchmarks $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores; signed START rows only;" \
-    "$CONNECTIONS connections, ${DURATION}s × $REPS runs, median."
-  echo
-  echo "| measure | result |"
-  echo "|---|---|"
-  printf '%s\n' "${rows[@]}"
+  table "signed START rows only"
   exit 0
 fi
 
@@ -227,10 +274,6 @@ bad=$(cat "$work/m1" "$work/m2" "$work/m3" | sed -n 's/.*non2xx=\([0-9]*\) error
 row "RSS over $MILLION START/END requests" "start $((before / 1024)) MiB, after each third $((after1 / 1024)) / $((after2 / 1024)) / $((after3 / 1024)) MiB, non-2xx $bad"
 
 echo "start-up..." >&2
-startup() { # median of 5, in ms, on the ledger in $DATA_DIR
-  for _ in 1 2 3 4 5; do "$bin/load" startup "$bin/noop-webhook"; done |
-    sed 's/startup_ms=//' | sort -n | sed -n 3p
-}
 row "start-up to first /healthz 200, ledger of the run above (median of 5)" "$(startup) ms ($((MILLION / 2)) bookings)"
 settle_disk
 mkdir -p "$DATA_DIR"
@@ -277,10 +320,7 @@ else
   row "instructions per signed START (callgrind)" "not measured: apt-get install -y valgrind"
 fi
 
-echo
-echo "Benchmarks $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB;" \
-  "$CONNECTIONS connections, ${DURATION}s × $REPS runs, median. The load generator shares the cores with the server."
-echo
-echo "| measure | result |"
-echo "|---|---|"
-printf '%s\n' "${rows[@]}"
+echo "retention..." >&2
+retention_rows
+
+table "all rows"

@@ -74,6 +74,9 @@ pub struct Config {
     pub release_grace: Duration,
     /// How old a signed `timestamp` may be; `None` turns the check off.
     pub replay_tolerance: Option<Duration>,
+    /// How long a settled booking is kept, with its history and reports, before it is
+    /// deleted; `None` keeps every booking for good.
+    pub ledger_retention: Option<Duration>,
     /// The bearer token of `GET /bookings/{id}`; `None` turns the endpoint off.
     pub admin_token: Option<SecretString>,
     /// `POST /waldur`; `None` (no `WALDUR_TOKEN` nor `WALDUR_ALLOWED_CIDRS`) turns it off.
@@ -143,6 +146,7 @@ struct Raw {
     retry_backoff: Option<String>,
     release_grace: Option<String>,
     replay_tolerance: Option<String>,
+    ledger_retention: Option<String>,
     admin_token: Option<SecretString>,
     waldur_token: Option<SecretString>,
     waldur_allowed_cidrs: Option<String>,
@@ -225,6 +229,8 @@ const DEFAULT_MAX_CONNECTIONS: usize = 512;
 const DEFAULT_RELEASE_GRACE: Duration = Duration::from_secs(600);
 /// The Standard Webhooks convention; START is sent a few minutes before the booking.
 const DEFAULT_REPLAY_TOLERANCE: Duration = Duration::from_secs(300);
+/// Long enough to answer a user's question about last quarter's booking.
+const DEFAULT_LEDGER_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 
 impl Config {
     /// Reads the process environment.
@@ -325,6 +331,11 @@ impl Raw {
                 self.log_level
             ))
         })?;
+        let replay_tolerance = off_or("REPLAY_TOLERANCE", self.replay_tolerance.take())?
+            .map(|d| d.unwrap_or(DEFAULT_REPLAY_TOLERANCE));
+        let ledger_retention = off_or("LEDGER_RETENTION", self.ledger_retention.take())?
+            .map(|d| d.unwrap_or(DEFAULT_LEDGER_RETENTION));
+        retention_keeps_replays_out(ledger_retention, replay_tolerance)?;
         Ok(Config {
             listen: SocketAddr::new(ip, self.port),
             resource_type,
@@ -381,13 +392,8 @@ impl Raw {
                 .unwrap_or(DEFAULT_RETRY_BACKOFF),
             release_grace: duration("RELEASE_GRACE", self.release_grace)?
                 .unwrap_or(DEFAULT_RELEASE_GRACE),
-            replay_tolerance: match self.replay_tolerance.as_deref().map(str::trim) {
-                Some("off") => None,
-                other => Some(
-                    duration("REPLAY_TOLERANCE", other.map(str::to_owned))?
-                        .unwrap_or(DEFAULT_REPLAY_TOLERANCE),
-                ),
-            },
+            replay_tolerance,
+            ledger_retention,
             admin_token: self.admin_token,
             waldur,
         })
@@ -593,6 +599,52 @@ fn duration(name: &str, value: Option<String>) -> Result<Option<Duration>, Confi
     }
 }
 
+/// A duration that `off` turns off: `None` for `off`, else the duration if one is set.
+fn off_or(name: &str, value: Option<String>) -> Result<Option<Option<Duration>>, ConfigError> {
+    match value.as_deref().map(str::trim) {
+        Some("off") => Ok(None),
+        _ => Ok(Some(duration(name, value)?)),
+    }
+}
+
+/// A booking deleted by retention is forgotten: its START, replayed, would configure it
+/// again. Only the replay check keeps it out, by refusing a timestamp older than the
+/// tolerance, so retention needs that check, and must keep bookings for longer than it.
+fn retention_keeps_replays_out(
+    retention: Option<Duration>,
+    tolerance: Option<Duration>,
+) -> Result<(), ConfigError> {
+    let Some(retention) = retention else {
+        return Ok(());
+    };
+    let shown = in_days(retention);
+    match tolerance {
+        None => Err(ConfigError(format!(
+            "LEDGER_RETENTION ({shown}) needs REPLAY_TOLERANCE: with the replay check off, \
+             the START of a booking that retention deleted, sent again, would configure it \
+             again; set LEDGER_RETENTION=off as well, or turn REPLAY_TOLERANCE back on"
+        ))),
+        Some(tolerance) if retention <= tolerance => Err(ConfigError(format!(
+            "LEDGER_RETENTION ({shown}) must be longer than REPLAY_TOLERANCE ({}): a \
+             booking must outlive the time its events are accepted",
+            humantime::format_duration(tolerance)
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
+/// `d` in whole days when it is some (humantime would say `2months 29days 2h 52m 48s` for
+/// 90 days), else as humantime writes it.
+fn in_days(d: Duration) -> String {
+    const DAY: u64 = 24 * 3600;
+    match d.as_secs() {
+        secs if secs >= DAY && secs % DAY == 0 && d.subsec_nanos() == 0 => {
+            format!("{}d", secs / DAY)
+        }
+        _ => humantime::format_duration(d).to_string(),
+    }
+}
+
 /// Replaces `NAME_FILE=path` with `NAME=<contents of path>` for secret variables.
 fn read_file_variables(
     mut vars: BTreeMap<String, String>,
@@ -667,7 +719,44 @@ mod tests {
         assert!(matches!(&c.ledger, LedgerConfig::Embedded { dir } if dir.ends_with("data")));
         assert_eq!(c.processing_budget, Duration::ZERO);
         assert_eq!(c.replay_tolerance, Some(Duration::from_secs(300)));
+        assert_eq!(
+            c.ledger_retention,
+            Some(Duration::from_secs(90 * 24 * 3600))
+        );
         assert!(c.admin_token.is_none());
+    }
+
+    #[test]
+    fn retention_is_refused_without_a_replay_check_that_outlasts_it() {
+        let secret = ("WEBHOOK_SECRET", "test-secret-of-at-least-32-bytes-long");
+        let err = config(&[secret, ("REPLAY_TOLERANCE", "off")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("LEDGER_RETENTION (90d) needs REPLAY_TOLERANCE"), "{err}");
+        assert!(err.contains("set LEDGER_RETENTION=off"), "{err}");
+        let err = config(&[
+            secret,
+            ("REPLAY_TOLERANCE", "10m"),
+            ("LEDGER_RETENTION", "5m"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("LEDGER_RETENTION (5m) must be longer than REPLAY_TOLERANCE (10m)"),
+            "{err}"
+        );
+        let off = config(&[
+            secret,
+            ("REPLAY_TOLERANCE", "off"),
+            ("LEDGER_RETENTION", "off"),
+        ])
+        .unwrap();
+        assert_eq!((off.replay_tolerance, off.ledger_retention), (None, None));
+        let set = config(&[secret, ("LEDGER_RETENTION", "30d")]).unwrap();
+        assert_eq!(
+            set.ledger_retention,
+            Some(Duration::from_secs(30 * 24 * 3600))
+        );
     }
 
     #[test]
@@ -676,6 +765,7 @@ mod tests {
             ("WEBHOOK_SECRET", "test-secret-of-at-least-32-bytes-long"),
             ("LEDGER_URL", "postgres://hook:hunter2@db:5432/hook"),
             ("REPLAY_TOLERANCE", "off"),
+            ("LEDGER_RETENTION", "off"),
         ])
         .unwrap();
         assert!(matches!(c.ledger, LedgerConfig::Postgres { .. }));

@@ -31,6 +31,8 @@ pub const LEASE: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_secs(1);
 /// Manager calls running at once in this process; more wait for a slot.
 const MAX_CONCURRENT_CALLS: usize = 64;
+/// The longest wait between two rounds of retention.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// The longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
 
@@ -97,6 +99,8 @@ pub struct Reconciler {
     max_attempts: u32,
     retry_backoff: Duration,
     release_grace: Duration,
+    /// `LEDGER_RETENTION`.
+    retention: Option<Duration>,
     pub signals: Signals,
     wake: Notify,
     /// Bookings with a task here; `true` when it was kicked again meanwhile.
@@ -128,6 +132,7 @@ impl Reconciler {
             max_attempts: config.max_attempts,
             retry_backoff: config.retry_backoff,
             release_grace: config.release_grace,
+            retention: config.ledger_retention,
             signals: Signals::default(),
             wake: Notify::new(),
             running: Mutex::new(HashMap::new()),
@@ -200,8 +205,57 @@ impl Reconciler {
         self.tasks.spawn(async move { this.reconcile(id).await });
     }
 
-    /// Polls for due work and sweeps ended bookings until stopped.
+    /// Polls for due work, sweeps ended bookings and prunes settled ones until stopped.
     pub async fn run(self: Arc<Self>) {
+        let pruning = self
+            .retention
+            .map(|retention| tokio::spawn(self.clone().prune(retention)));
+        self.clone().poll().await;
+        if let Some(pruning) = pruning {
+            let _ = pruning.await;
+        }
+    }
+
+    /// Deletes the bookings settled longer than `retention` ago, on the leading replica, a
+    /// batch at a time and resting as long as each batch took, so that deliveries waiting
+    /// for the ledger get at least half of it.
+    async fn prune(self: Arc<Self>, retention: Duration) {
+        let every = (retention / 4).clamp(Duration::from_millis(100), PRUNE_EVERY);
+        let kept = retention.as_millis() as i64;
+        while !self.stop.is_cancelled() {
+            let mut deleted = 0;
+            while self.store.leads() && !self.stop.is_cancelled() {
+                let began = Instant::now();
+                let pruned = self.store.prune(ledger::now() - kept, ledger::PRUNE_BATCH);
+                let n = match pruned.await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot delete settled bookings");
+                        break;
+                    }
+                };
+                deleted += n;
+                // A batch short of full was the last.
+                if n < ledger::PRUNE_BATCH as u64 {
+                    break;
+                }
+                tokio::time::sleep(began.elapsed()).await;
+            }
+            if deleted > 0 {
+                tracing::info!(
+                    deleted,
+                    "deleted bookings settled longer ago than LEDGER_RETENTION"
+                );
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = self.stop.cancelled() => {}
+            }
+        }
+    }
+
+    /// Polls for due work and sweeps ended bookings until stopped.
+    async fn poll(self: Arc<Self>) {
         let grace = self.release_grace.as_millis() as i64;
         let sweep_every =
             (self.release_grace.min(Duration::from_secs(60)) / 2).max(Duration::from_millis(100));

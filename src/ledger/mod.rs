@@ -272,6 +272,22 @@ pub const REPORT_TEXT_KEPT: std::time::Duration = std::time::Duration::from_secs
 pub(crate) const FORGET_REPORTS_SQL: &str = "UPDATE outbox SET body = '' \
      WHERE state = 'failed' AND kind = 'notification' AND body <> '' AND updated_at < $1";
 
+/// How many bookings one step of retention deletes: small enough that the deliveries that
+/// wait for the ledger meanwhile are not held up.
+pub const PRUNE_BATCH: usize = 100;
+
+/// Finds up to `$2` bookings that retention may delete: settled before `$1`, released (or
+/// refused and ended) with nothing due, held or waiting to be reported. A booking wanted
+/// active, in progress or whose release fails is never among them. The terms before
+/// `updated_at` are those of the index `bookings_settled`, which finds them; the index
+/// `outbox_booking` finds their reports.
+pub(crate) const PRUNABLE_SQL: &str = "SELECT id, resource_id FROM bookings \
+     WHERE desired = 'released' AND next_attempt_at IS NULL AND updated_at < $1 \
+     AND state IN ('released', 'refused') AND lease_owner IS NULL \
+     AND NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.booking_id = bookings.id \
+       AND outbox.state = 'pending') \
+     ORDER BY updated_at LIMIT $2";
+
 /// Counts releases that failed past `MAX_ATTEMPTS` and are still being tried: users who keep
 /// a resource after their booking ended. Such a booking stays due, so the index of due work
 /// finds it (`hint`, as for [`active_bookings_sql`]).
@@ -599,6 +615,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// The newest entries (`all`) or only those not delivered, newest first.
     async fn outbox_list(&self, all: bool, limit: usize) -> Result<Vec<Entry>, StoreError>;
+
+    /// Deletes up to `limit` bookings settled before `before` (see `PRUNABLE_SQL`), with their
+    /// history and reports, in one step; answers how many.
+    async fn prune(&self, before: Millis, limit: usize) -> Result<u64, StoreError>;
 
     /// Clears the text of notifications that failed before `before` ([`REPORT_TEXT_KEPT`]);
     /// delivered ones are cleared as they are delivered. Returns how many were cleared.

@@ -27,8 +27,8 @@ use super::rules;
 use super::{
     ADDED_COLUMNS, Attempt, Booking, COLUMNS, Claim, Desired, Entry, EntryState, Event,
     FORGET_OUTCOMES_SQL, FORGET_REPORTS_SQL, Finish, Intent, Kind, Lease, Millis, NewEntry,
-    Recorded, State, Store, StoreError, Verdict, active_bookings_sql, drop_leases_sql,
-    failing_releases_sql, outbox_oldest_sql, overdue_bookings_sql,
+    PRUNABLE_SQL, Recorded, State, Store, StoreError, Verdict, active_bookings_sql,
+    drop_leases_sql, failing_releases_sql, outbox_oldest_sql, overdue_bookings_sql,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -67,6 +67,8 @@ CREATE INDEX IF NOT EXISTS bookings_due ON bookings (next_attempt_at)
     WHERE next_attempt_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS bookings_resource ON bookings (resource_id);
 CREATE INDEX IF NOT EXISTS bookings_sweep ON bookings (desired, end_at);
+CREATE INDEX IF NOT EXISTS bookings_settled ON bookings (updated_at)
+    WHERE desired = 'released' AND next_attempt_at IS NULL;
 CREATE TABLE IF NOT EXISTS booking_history (
     seq BIGSERIAL PRIMARY KEY,
     booking_id TEXT NOT NULL,
@@ -89,6 +91,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     updated_at BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS outbox_booking ON outbox (booking_id);
 CREATE INDEX IF NOT EXISTS outbox_kept ON outbox (updated_at)
     WHERE state = 'failed' AND kind = 'notification' AND body <> '';
 CREATE TABLE IF NOT EXISTS resource_decisions (
@@ -190,6 +193,22 @@ impl Postgres {
         client(&self.pool).await
     }
 }
+
+/// Deletes what retention may ([`PRUNABLE_SQL`]) in one statement, skipping any booking a
+/// step holds meanwhile. It bumps the decision count of each resource it touches, so that a
+/// step that read a pruned booking before it went decides again instead of writing what it
+/// decided on a row that is gone.
+static PRUNE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH doomed AS ({PRUNABLE_SQL} FOR UPDATE SKIP LOCKED), \
+         bumped AS (UPDATE resource_decisions SET version = version + 1 \
+           WHERE resource_id IN (SELECT resource_id FROM doomed)), \
+         reports AS (DELETE FROM outbox WHERE booking_id IN (SELECT id FROM doomed)), \
+         history AS (DELETE FROM booking_history WHERE booking_id IN (SELECT id FROM doomed)), \
+         gone AS (DELETE FROM bookings WHERE id IN (SELECT id FROM doomed) RETURNING 1) \
+         SELECT COUNT(*) FROM gone"
+    )
+});
 
 async fn client(pool: &Pool) -> Result<deadpool_postgres::Client, StoreError> {
     pool.get().await.map_err(|e| {
@@ -586,6 +605,15 @@ impl Store for Postgres {
             )
             .await?;
         Ok(())
+    }
+
+    async fn prune(&self, before: Millis, limit: usize) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(&PRUNE).await?;
+        let row = client
+            .query_one(&statement, &[&before, &(limit as i64)])
+            .await?;
+        Ok(row.get::<_, i64>(0) as u64)
     }
 
     async fn forget_reports(&self, before: Millis) -> Result<u64, StoreError> {

@@ -18,8 +18,8 @@ use super::rules::{self, Decision, Neighbours};
 use super::{
     ADDED_COLUMNS, Attempt, Booking, COLUMNS, Claim, Desired, Entry, EntryState, Event,
     FORGET_OUTCOMES_SQL, FORGET_REPORTS_SQL, Finish, Intent, Kind, Lease, Millis, NewEntry, Op,
-    Recorded, State, Store, StoreError, Verdict, active_bookings_sql, drop_leases_sql,
-    failing_releases_sql, outbox_oldest_sql, overdue_bookings_sql,
+    PRUNABLE_SQL, Recorded, State, Store, StoreError, Verdict, active_bookings_sql,
+    drop_leases_sql, failing_releases_sql, outbox_oldest_sql, overdue_bookings_sql,
 };
 
 const SCHEMA: &str = "
@@ -52,6 +52,8 @@ CREATE INDEX IF NOT EXISTS bookings_due ON bookings (next_attempt_at)
     WHERE next_attempt_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS bookings_resource ON bookings (resource_id);
 CREATE INDEX IF NOT EXISTS bookings_sweep ON bookings (desired, end_at);
+CREATE INDEX IF NOT EXISTS bookings_settled ON bookings (updated_at)
+    WHERE desired = 'released' AND next_attempt_at IS NULL;
 CREATE TABLE IF NOT EXISTS booking_history (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     booking_id TEXT NOT NULL,
@@ -74,6 +76,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     updated_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS outbox_booking ON outbox (booking_id);
 CREATE INDEX IF NOT EXISTS outbox_kept ON outbox (updated_at)
     WHERE state = 'failed' AND kind = 'notification' AND body <> '';
 ";
@@ -760,6 +763,26 @@ impl Store for Sqlite {
         .await
     }
 
+    async fn prune(&self, before: Millis, limit: usize) -> Result<u64, StoreError> {
+        self.write(move |tx| {
+            let ids: Vec<String> = tx
+                .prepare_cached(&PRUNABLE_SQL.replace('$', "?"))?
+                .query_map(params![before, limit as i64], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            for id in &ids {
+                for sql in [
+                    "DELETE FROM outbox WHERE booking_id = ?1",
+                    "DELETE FROM booking_history WHERE booking_id = ?1",
+                    "DELETE FROM bookings WHERE id = ?1",
+                ] {
+                    tx.prepare_cached(sql)?.execute([id])?;
+                }
+            }
+            Ok(ids.len() as u64)
+        })
+        .await
+    }
+
     async fn forget_reports(&self, before: Millis) -> Result<u64, StoreError> {
         self.write(move |tx| {
             let sql = FORGET_REPORTS_SQL.replace("$1", "?1");
@@ -1052,6 +1075,8 @@ mod tests {
             overdue_bookings_sql("INDEXED BY bookings_due").replace("$1", "?1"),
             outbox_oldest_sql("INDEXED BY outbox_due"),
             FORGET_REPORTS_SQL.replace("$1", "?1"),
+            PRUNABLE_SQL.replace('$', "?"),
+            "DELETE FROM outbox WHERE booking_id = ?1".into(),
             "SELECT COUNT(*) FROM outbox WHERE state = 'pending'".into(),
         ]
         .into_iter()

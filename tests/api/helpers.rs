@@ -81,6 +81,7 @@ pub async fn spawn_app_with(vars: &[(&str, &str)], manager: Arc<dyn ResourceMana
         ("WEBHOOK_SECRET".into(), secret.clone()),
         ("SHUTDOWN_TIMEOUT".into(), "10s".into()),
         ("REPLAY_TOLERANCE".into(), "off".into()),
+        ("LEDGER_RETENTION".into(), "off".into()),
         ("RELEASE_GRACE".into(), "3650days".into()),
         ("ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
         // The reply then carries the result, which most tests look at; the default (answer

@@ -1,6 +1,6 @@
 //! The signed `timestamp` outside `REPLAY_TOLERANCE` is refused as a replay.
 
-use crate::helpers::{RecordingManager, fixture, json, spawn_app_with};
+use crate::helpers::{Call, RecordingManager, fixture, json, spawn_app_with};
 
 fn start_sent_at(timestamp: &str) -> Vec<u8> {
     String::from_utf8(fixture("event_start.json"))
@@ -94,6 +94,56 @@ async fn every_dated_event_is_checked_not_only_bookings() {
             .as_str()
             .unwrap()
             .contains("timestamp")
+    );
+    app.stop().await;
+}
+
+/// `name` with the signed `timestamp` replaced by `at`, byte for byte otherwise.
+fn fixture_sent_at(name: &str, at: &str) -> Vec<u8> {
+    let body = String::from_utf8(fixture(name)).unwrap();
+    let sent: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let was = sent["timestamp"].as_str().unwrap();
+    body.replace(was, at).into_bytes()
+}
+
+/// Retention forgets a settled booking; what keeps its START from configuring it again,
+/// replayed, is the replay check, which retention therefore needs.
+#[tokio::test]
+async fn a_pruned_bookings_start_replayed_is_still_refused() {
+    let manager = RecordingManager::new();
+    let app = spawn_app_with(
+        &[("REPLAY_TOLERANCE", "1s"), ("LEDGER_RETENTION", "2s")],
+        manager.clone(),
+    )
+    .await;
+    let now = chrono::Utc::now().to_rfc3339();
+    let start = fixture_sent_at("event_start.json", &now);
+    assert_eq!(
+        json(app.post_webhook(&start).await).await["status"],
+        "configured"
+    );
+    let end = fixture_sent_at("event_end.json", &now);
+    assert_eq!(
+        json(app.post_webhook(&end).await).await["status"],
+        "released"
+    );
+    assert_eq!(app.status("103").await.0, 200);
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while app.status("103").await.0 != 404 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "booking 103 is still in the ledger 20 s after it settled"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    let replayed = app.post_webhook(&start).await;
+    assert_eq!(replayed.status(), 409);
+    assert_eq!(json(replayed).await["status"], "replay");
+    assert_eq!(
+        manager.calls(),
+        [Call::Configure("103".into()), Call::Release("103".into())]
     );
     app.stop().await;
 }

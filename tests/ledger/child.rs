@@ -90,6 +90,7 @@ pub fn settings(data: &Path) -> Vec<(String, String)> {
         ("WEBHOOK_SECRET", crate::helpers::fixture_secret()),
         ("DATA_DIR", data.display().to_string()),
         ("REPLAY_TOLERANCE", "off".into()),
+        ("LEDGER_RETENTION", "off".into()),
         ("RELEASE_GRACE", "3650days".into()),
         ("ADMIN_TOKEN", crate::helpers::ADMIN_TOKEN.into()),
         ("PROCESSING_BUDGET", "500ms".into()),

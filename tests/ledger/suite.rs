@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use webhook::ledger::{
-    Attempt, Desired, EntryState, Finish, Intent, Kind, Lease, NewEntry, Op, State, Store, Verdict,
+    Attempt, Desired, EntryState, Finish, Intent, Kind, Lease, Millis, NewEntry, Op, State, Store,
+    Verdict,
 };
 
 /// Two handles on one fresh ledger, and what keeps it alive.
@@ -442,6 +443,175 @@ pub async fn outbox_entries_are_leased_retried_delivered_and_retried_by_hand(l: 
     );
 }
 
+/// A notification may hold what the user was given: its text goes once it is delivered,
+/// and a failed one's once it is older than the cut-off; other reports keep theirs.
+pub async fn a_notifications_text_is_cleared_when_delivered_or_old_and_failed(l: Ledger) {
+    let (a, b, _keep) = l;
+    let entry = |kind, n: usize| NewEntry {
+        kind,
+        booking_id: Some(format!("{n}")),
+        body: format!("{{\"password\":\"secret-{n}\"}}"),
+    };
+    a.enqueue(
+        &[
+            entry(Kind::Notification, 1),
+            entry(Kind::Notification, 2),
+            entry(Kind::Notification, 3),
+            entry(Kind::WebhookLog, 4),
+        ],
+        T,
+    )
+    .await
+    .unwrap();
+    let claimed = a.outbox_claim("me", T, LEASE, 10).await.unwrap();
+    let id = |n: usize| {
+        let booking = Some(n.to_string());
+        claimed.iter().find(|e| e.booking_id == booking).unwrap().id
+    };
+    let delivered = Attempt::Delivered {
+        status: "200 OK".into(),
+    };
+    let failed = Attempt::Failed {
+        status: "400 Bad Request".into(),
+    };
+    a.outbox_finish(id(1), "me", &delivered, T).await.unwrap();
+    a.outbox_finish(id(2), "me", &failed, T).await.unwrap();
+    a.outbox_finish(id(3), "me", &failed, T + 10).await.unwrap();
+    a.outbox_finish(id(4), "me", &delivered, T).await.unwrap();
+    assert_eq!(b.forget_reports(T + 5).await.unwrap(), 1);
+    let mut bodies: Vec<(String, String)> = b
+        .outbox_list(true, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.booking_id.unwrap(), e.body))
+        .collect();
+    bodies.sort();
+    let kept = |n: usize| format!("{{\"password\":\"secret-{n}\"}}");
+    assert_eq!(
+        bodies,
+        [
+            ("1".into(), String::new()),
+            ("2".into(), String::new()),
+            ("3".into(), kept(3)),
+            ("4".into(), kept(4)),
+        ]
+    );
+}
+
+/// Retention deletes bookings settled before the cut-off with their history and reports,
+/// a batch at a time, and nothing that is wanted active, in progress, failing, waiting to
+/// be reported or settled after the cut-off.
+pub async fn retention_deletes_settled_bookings_and_nothing_in_use(l: Ledger) {
+    let (a, b, _keep) = l;
+    let cutoff = T + 10_000;
+    let configure = |id: &'static str, at: Millis| {
+        let a = a.clone();
+        async move {
+            a.record(&intent(id, resource(id), START), at, None)
+                .await
+                .unwrap();
+            a.claim(id, "me", at, at + 30_000).await.unwrap().unwrap();
+            a.finish(id, "me", &done(), at, &[], None).await.unwrap();
+        }
+    };
+    let release = |id: &'static str, at: Millis, finish: Finish, reports: Vec<NewEntry>| {
+        let a = a.clone();
+        async move {
+            a.record(&intent(id, resource(id), END), at, None)
+                .await
+                .unwrap();
+            a.claim(id, "me", at, at + 30_000).await.unwrap().unwrap();
+            a.finish(id, "me", &finish, at, &reports, None)
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let report = |id: &str| NewEntry {
+        kind: Kind::Notification,
+        booking_id: Some(id.into()),
+        body: "{}".into(),
+    };
+    // Settled before the cut-off: deleted, the third with its delivered report.
+    for id in ["released-1", "released-2", "reported"] {
+        configure(id, T).await;
+    }
+    release("released-1", T + 1, done(), vec![]).await;
+    release("released-2", T + 2, done(), vec![]).await;
+    release("reported", T + 3, done(), vec![report("reported")]).await;
+    let sent = a.outbox_claim("me", T + 4, LEASE, 10).await.unwrap();
+    a.outbox_finish(
+        sent[0].id,
+        "me",
+        &Attempt::Delivered {
+            status: "200".into(),
+        },
+        T + 4,
+    )
+    .await
+    .unwrap();
+    // Ended before it was configured: a released row with no call, deleted too.
+    a.record(&intent("never-configured", 9, END), T + 5, None)
+        .await
+        .unwrap();
+    // Kept: wanted active, pending, failing, with a report still to send, settled late.
+    configure("active", T).await;
+    a.record(&intent("pending", 10, START), T, None)
+        .await
+        .unwrap();
+    configure("failing", T).await;
+    let failing = Finish::Failed {
+        error: "switch down".into(),
+        transient: true,
+        retry_at: Some(T + 600_000),
+    };
+    let failed = release("failing", T + 1, failing, vec![]).await;
+    assert_eq!(failed.state, State::Failed);
+    configure("unreported", T).await;
+    release("unreported", T + 1, done(), vec![report("unreported")]).await;
+    configure("late", T).await;
+    release("late", cutoff + 1, done(), vec![]).await;
+
+    assert_eq!(b.prune(cutoff, 2).await.unwrap(), 2, "one batch at most");
+    assert_eq!(b.prune(cutoff, 100).await.unwrap(), 2);
+    assert_eq!(b.prune(cutoff, 100).await.unwrap(), 0);
+    for id in ["released-1", "released-2", "reported", "never-configured"] {
+        assert_eq!(a.booking(id).await.unwrap(), None, "{id}");
+        assert!(a.history(id).await.unwrap().is_empty(), "{id}");
+    }
+    for id in ["active", "pending", "failing", "unreported", "late"] {
+        assert!(a.booking(id).await.unwrap().is_some(), "{id} was deleted");
+        assert!(!a.history(id).await.unwrap().is_empty(), "{id}");
+    }
+    let reports: Vec<Option<String>> = a
+        .outbox_list(true, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.booking_id)
+        .collect();
+    assert_eq!(reports, [Some("unreported".to_owned())]);
+    // A pruned booking's END again is a booking never seen: nothing to do.
+    let again = a
+        .record(&intent("released-1", 1, END), cutoff + 2, None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        again.verdict,
+        Verdict::Done {
+            status: "ignored",
+            ..
+        }
+    ));
+}
+
+/// Each booking of [`retention_deletes_settled_bookings_and_nothing_in_use`] on a resource of
+/// its own, so that none holds another back.
+fn resource(id: &str) -> i64 {
+    id.bytes().map(i64::from).sum()
+}
+
 pub async fn dropping_leases_makes_cut_short_work_due_at_once(l: Ledger) {
     let (a, _b, _keep) = l;
     a.record(&intent("1", 1, START), T, None).await.unwrap();
@@ -473,6 +643,8 @@ macro_rules! store_suite {
             the_sweeper_releases_bookings_past_their_end_and_grace,
             a_deferred_reply_gets_its_audit_entry_when_the_work_ends,
             outbox_entries_are_leased_retried_delivered_and_retried_by_hand,
+            a_notifications_text_is_cleared_when_delivered_or_old_and_failed,
+            retention_deletes_settled_bookings_and_nothing_in_use,
             dropping_leases_makes_cut_short_work_due_at_once
         );
     };

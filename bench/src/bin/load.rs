@@ -42,13 +42,16 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// When the bodies say they were sent, and their bookings' slot: now until two hours from now,
-/// as the sender's START would say (a booking already past its end would be released by the
-/// sweeper during the run, which is not what is measured).
-static TIMES: std::sync::LazyLock<(String, String, String)> = std::sync::LazyLock::new(|| {
+/// How the bodies write a time, as the sender does (to the second).
+const TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%SZ";
+
+/// The bookings' slot: now until two hours from now, as the sender's START would say (a
+/// booking already past its end would be released by the sweeper during the run, which is
+/// not what is measured).
+static SLOT: std::sync::LazyLock<(String, String)> = std::sync::LazyLock::new(|| {
     let now = chrono::Utc::now();
-    let at = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
-    (at(now), at(now), at(now + chrono::Duration::hours(2)))
+    let at = |t: chrono::DateTime<chrono::Utc>| t.format(TIME_FORMAT).to_string();
+    (at(now), at(now + chrono::Duration::hours(2)))
 });
 
 /// A signed event body for `mode`, unique per `id`. Each booking is of its own resource, as
@@ -60,7 +63,10 @@ fn body(mode: &str, event_type: &str, id: u64, resource_type: &str) -> Vec<u8> {
         resource_type
     };
     let resource = id % 1_000_000_000;
-    let (sent, start, end) = &*TIMES;
+    // Each body is dated when it is sent, so that runs longer than `REPLAY_TOLERANCE` pass
+    // the replay check.
+    let sent = chrono::Utc::now().format(TIME_FORMAT);
+    let (start, end) = &*SLOT;
     format!(
         r#"{{"eventType":"{event_type}","timestamp":"{sent}","eventId":"{id}","webhookId":7,"userId":"5f0c1e2a-8b7d-4c3e-9a61-2d4f6b8e0a13","username":"alice","eventStart":"{start}","eventEnd":"{end}","customParameters":"{{\"vlan_id\":\"100\"}}","resourceId":{resource},"resourceName":"port-{resource}","resourceType":"{kind}"}}"#
     )

@@ -17,32 +17,92 @@ fn signature_of(file: &str, field: &str) -> String {
         .to_owned()
 }
 
-/// Each fixture on a fresh app: status, reply status word, and the manager calls made.
+/// Each fixture, replayed in the sender's bytes with its recorded signature, on a fresh app
+/// or after the recorded START of booking 103: status, reply status word, and the manager
+/// calls made.
 #[tokio::test]
 async fn every_fixture_gets_the_contracted_reply_and_manager_calls() {
     let configure = |id: &str| vec![Call::Configure(id.into())];
-    let cases: Vec<(&str, u16, &str, Vec<Call>)> = vec![
-        ("event_start.json", 200, "configured", configure("103")),
+    let calls = |list: &[fn(String) -> Call]| -> Vec<Call> {
+        list.iter().map(|call| call("103".into())).collect()
+    };
+    // (START delivered first, fixture, status, reply status word, calls in order)
+    let cases: Vec<(bool, &str, u16, &str, Vec<Call>)> = vec![
         (
+            false,
+            "event_start.json",
+            200,
+            "configured",
+            configure("103"),
+        ),
+        (
+            false,
             "event_start_minimal.json",
             200,
             "configured",
             configure("105"),
         ),
         // A booking this ledger never configured has nothing to release (decision 0003).
-        ("event_end.json", 200, "ignored", vec![]),
-        ("event_deleted.json", 200, "ignored", vec![]),
-        ("event_start_other_type.json", 200, "ignored", vec![]),
-        ("event_created.json", 200, "ignored", vec![]),
-        ("resource_status_changed.json", 200, "ignored", vec![]),
-        ("test_event.json", 200, "ignored", vec![]),
-        ("future_event_type.json", 200, "ignored", vec![]),
+        (false, "event_end.json", 200, "ignored", vec![]),
+        (false, "event_deleted.json", 200, "ignored", vec![]),
+        (false, "event_start_other_type.json", 200, "ignored", vec![]),
+        (false, "event_created.json", 200, "ignored", vec![]),
+        (
+            false,
+            "resource_status_changed.json",
+            200,
+            "ignored",
+            vec![],
+        ),
+        (false, "test_event.json", 200, "ignored", vec![]),
+        (false, "future_event_type.json", 200, "ignored", vec![]),
+        // An update of a booking that has not started changes nothing now.
+        (false, "event_updated_extended.json", 200, "ignored", vec![]),
+        (false, "event_updated_moved.json", 200, "ignored", vec![]),
+        // A deleted resource with no booking in progress here releases nothing.
+        (false, "resource_deleted.json", 200, "ignored", vec![]),
+        // The batched START: booking 104 is a Switch Port, 105 a GPU Server.
+        (false, "batch_start.json", 200, "batch", configure("104")),
+        // Booking 103 in progress: a new end is told, not reconfigured (12:00 to 14:00).
+        (
+            true,
+            "event_updated_extended.json",
+            202,
+            "accepted",
+            calls(&[Call::Configure, Call::EndChanged]),
+        ),
+        // Moved from resource 42 to 43: the old one released, then the new one configured.
+        (
+            true,
+            "event_updated_moved.json",
+            202,
+            "accepted",
+            calls(&[Call::Configure, Call::Release, Call::Configure]),
+        ),
+        // Resource 42 deleted with booking 103 on it: released, with no END to come.
+        (
+            true,
+            "resource_deleted.json",
+            200,
+            "batch",
+            calls(&[Call::Configure, Call::Release]),
+        ),
     ];
-    for (file, code, status, calls) in cases {
+    for (started, file, code, status, calls) in cases {
         for encoding in ["x_webhook_signature_base64", "hex"] {
             // Arrange
             let manager = RecordingManager::new();
             let app = spawn_app(manager.clone()).await;
+            if started {
+                let start = "event_start.json";
+                let response = app
+                    .post_with(
+                        &fixture(start),
+                        &[("x-webhook-signature", &signature_of(start, encoding))],
+                    )
+                    .await;
+                assert_eq!(json(response).await["status"], "configured", "{file}");
+            }
             // Act
             let response = app
                 .post_with(
@@ -58,6 +118,15 @@ async fn every_fixture_gets_the_contracted_reply_and_manager_calls() {
                 body["message"].as_str().is_some_and(|m| !m.is_empty()),
                 "{body}"
             );
+            // A 202's calls follow the reply; the others' are made before it.
+            if code == 202 {
+                for _ in 0..200 {
+                    if manager.calls().len() >= calls.len() {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+                }
+            }
             assert_eq!(manager.calls(), calls, "{file} ({encoding})");
             app.stop().await;
         }

@@ -20,7 +20,8 @@ use crate::helpers::{RecordingManager, fixture, fixture_secret, spawn_app_with};
 pub struct Received {
     pub notifications: Vec<Value>,
     pub logs: Vec<Value>,
-    /// Requests answered with `failing`'s status instead.
+    /// Requests not accepted: every 4xx it answers (the back end's checks), and every
+    /// request answered with `failing`'s status instead.
     pub refused: usize,
     /// When non-zero, every request is answered with this status (a back end that is down).
     pub failing: Arc<AtomicU16>,
@@ -81,6 +82,16 @@ async fn accept(req: &Request, body: Vec<u8>, shared: &Shared, log: bool) -> (St
         shared.0.lock().unwrap().refused += 1;
         return (StatusCode::from_u16(failing).unwrap(), "down".into());
     }
+    let (status, reply) = check(req, body, shared, log);
+    // Counted, so that `refused == 0` means the back end accepted every report.
+    if status.is_client_error() {
+        shared.0.lock().unwrap().refused += 1;
+    }
+    (status, reply)
+}
+
+/// The back end's answer to one report: its checks, then the stored row.
+fn check(req: &Request, body: Vec<u8>, shared: &Shared, log: bool) -> (StatusCode, String) {
     let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(&body) else {
         return (StatusCode::BAD_REQUEST, "not a JSON object".into());
     };

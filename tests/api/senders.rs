@@ -366,6 +366,15 @@ async fn custom_parameters_that_are_not_json_refuse_the_booking_and_tell_its_use
     assert_eq!(reply["status"], "refused", "{reply}");
     let (notifications, _) = backend.wait_for(1).await;
     assert_eq!(notifications.len(), 1, "{notifications:?}");
+    // Exactly one: once nothing is left to deliver, and a while later, still one.
+    let store = webhook::ledger::open(&crate::outbox::cli_config(&app), false)
+        .await
+        .unwrap();
+    let pending = crate::outbox::outbox_when(&*store, false, <[_]>::is_empty).await;
+    assert!(pending.is_empty(), "still to deliver: {pending:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let notifications = backend.received.lock().unwrap().notifications.clone();
+    assert_eq!(notifications.len(), 1, "{notifications:?}");
     let n = &notifications[0];
     assert_eq!(n["type"], "ERROR");
     assert_eq!(n["userId"], "5f0c1e2a-8b7d-4c3e-9a61-2d4f6b8e0a13");

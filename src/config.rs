@@ -732,7 +732,10 @@ mod tests {
         let err = config(&[secret, ("REPLAY_TOLERANCE", "off")])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("LEDGER_RETENTION (90d) needs REPLAY_TOLERANCE"), "{err}");
+        assert!(
+            err.contains("LEDGER_RETENTION (90d) needs REPLAY_TOLERANCE"),
+            "{err}"
+        );
         assert!(err.contains("set LEDGER_RETENTION=off"), "{err}");
         let err = config(&[
             secret,

@@ -8,6 +8,7 @@ mod helpers;
 
 mod child;
 mod crash;
+mod logs;
 mod postgres;
 mod scaling;
 mod startup;

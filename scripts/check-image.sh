@@ -111,6 +111,9 @@ for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$HTTP_PORT/" && br
 echo "nameserver $DNS_IP" >"$WORK/resolv.conf"
 mkdir -p "$WORK/secret" && printf '%s' "$SECRET" >"$WORK/secret/WEBHOOK_SECRET"
 chmod 0644 "$WORK/secret/WEBHOOK_SECRET"
+# A .env in the service's working directory (/) that would stop it (LOG_LEVEL is no
+# filter) if it were read: only debug builds and `--dotenv` read one, never the image.
+printf 'LOG_LEVEL=info,[\n' >"$WORK/dotenv"
 # central.test is resolved by DNS, central-hosts.test by /etc/hosts.
 ENV=(
     PORT="$PORT"
@@ -152,7 +155,7 @@ if [[ $ENGINE == docker ]]; then
     docker run -d --name webhook-check-$$ --network host --read-only --cap-drop ALL \
         --security-opt no-new-privileges --add-host central-hosts.test:127.0.0.1 \
         -v "$WORK/resolv.conf:/etc/resolv.conf:ro" -v "$WORK/secret:/run/secrets/webhook:ro" \
-        "${ENV_ARGS[@]}" "$TAG" >/dev/null
+        -v "$WORK/dotenv:/.env:ro" "${ENV_ARGS[@]}" "$TAG" >/dev/null
     echo "user: $(docker inspect -f '{{.Config.User}}' webhook-check-$$)"
     logs() { docker logs webhook-check-$$ 2>&1; }
     stop() { docker stop -t 20 webhook-check-$$ >/dev/null; RC=$(docker wait webhook-check-$$); }
@@ -162,6 +165,7 @@ else
     cp "$WORK/resolv.conf" "$R/etc/resolv.conf"
     printf '127.0.0.1 localhost\n127.0.0.1 central-hosts.test\n' >"$R/etc/hosts"
     mkdir -p "$R/run/secrets/webhook" && cp "$WORK/secret/WEBHOOK_SECRET" "$R/run/secrets/webhook/"
+    cp "$WORK/dotenv" "$R/.env"
     env -i "${ENV[@]}" "$(command -v chroot)" --userspec=65532:65532 "$R" /webhook >"$WORK/webhook.log" 2>&1 &
     WEBHOOK_PID=$!
     PIDS+=("$WEBHOOK_PID")
@@ -171,7 +175,7 @@ fi
 
 step "GET /healthz and /readyz"
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.2; done
-curl -sf "http://127.0.0.1:$PORT/healthz" || { logs; fail "/healthz did not answer 200"; }
+curl -sf "http://127.0.0.1:$PORT/healthz" || { logs; fail "/healthz did not answer 200 (did it read /.env?)"; }
 echo
 curl -sf "http://127.0.0.1:$PORT/readyz" || { logs; fail "/readyz did not answer 200"; }
 echo

@@ -2,6 +2,7 @@
 //! with the key the user receives, and as the administrator.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use serde_json::json;
@@ -525,5 +526,89 @@ async fn the_webhook_creates_the_key_on_start_and_deletes_it_on_end() {
     // Assert
     assert_eq!(ended.status(), 200, "{}", helpers::json(ended).await);
     assert_eq!(acl_users(&redis).await, ["default"]);
+    app.stop().await;
+}
+
+/// The value of gauge `name` in a `/metrics` scrape.
+async fn gauge(app: &helpers::TestApp, name: &str) -> Option<f64> {
+    let text = app.get("/metrics").await.text().await.unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn a_release_that_fails_while_redis_is_down_deletes_the_key_once_redis_is_back() {
+    // Arrange: a booking's user and keys on a real server; two attempts, 100 ms apart. Past
+    // MAX_ATTEMPTS a release is retried on the same backoff, doubled per attempt (capped at
+    // 10 minutes): attempt 3 starts 200-300 ms after attempt 2. While Redis is down, an
+    // attempt takes about 10 s (the manager's connection retries before it gives up); one
+    // running when Redis returns goes through once that connection gets in.
+    let mut redis = Redis::start();
+    let manager = Arc::new(manager(&redis).await);
+    let settings = [
+        ("RESOURCE_TYPE", "API Key"),
+        ("MAX_ATTEMPTS", "2"),
+        ("RETRY_BACKOFF", "100ms"),
+        ("PROCESSING_BUDGET", "1s"),
+    ];
+    let app = helpers::spawn_app_with(&settings, manager).await;
+    let event = |name: &str| crate::fixture_with(name, &[("resourceType", json!("API Key"))]);
+    let started = app.post_webhook(&event("event_start.json")).await;
+    assert_eq!(started.status(), 200, "{}", helpers::json(started).await);
+    assert_eq!(acl_users(&redis).await, ["booking-103", "default"]);
+    for key in ["booking:103:a", "booking:103:b"] {
+        run(&mut redis.admin().await, &["SET", key, "1"])
+            .await
+            .unwrap();
+    }
+
+    // Act: Redis goes down, keeping its users and keys, and END comes
+    redis.stop_keeping_data().await;
+    // What the server loads when it starts again: the user, and its keys (short key names
+    // are stored as they are).
+    let acl = std::fs::read_to_string(redis.dir().join(crate::backends::redis::ACL_FILE)).unwrap();
+    assert!(acl.contains("user booking-103 "), "{acl}");
+    let dump = std::fs::read(redis.dir().join("dump.rdb")).unwrap();
+    assert!(dump.windows(13).any(|w| w == b"booking:103:a"));
+    let ended = app.post_webhook(&event("event_end.json")).await;
+
+    // Assert: the release fails past MAX_ATTEMPTS, is counted as failing, and goes on
+    let status = helpers::json(ended).await;
+    assert_ne!(status["status"], "released", "{status}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut failed, mut counted) = (None, false);
+    while failed.is_none() || !counted {
+        assert!(
+            Instant::now() < deadline,
+            "the release was not failing past all attempts within 30 s: {failed:?}, counted {counted}"
+        );
+        let (_, status) = app.status("103").await;
+        if status["state"] == "failed" && status["attempts"].as_u64() >= Some(2) {
+            failed = Some(status);
+        }
+        counted |= gauge(&app, "webhook_failing_releases").await == Some(1.0);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let failed = failed.unwrap();
+    assert_eq!(failed["settled"], false, "{failed}");
+    let history = failed["history"].to_string();
+    assert!(history.contains("release attempt 2 failed"), "{history}");
+    assert!(history.contains("tried again"), "{history}");
+
+    // Act: Redis comes back with the booking's user and keys
+    redis.restart();
+
+    // Assert: the booking is released, its user and keys are gone, nothing is failing
+    let status = app.settled("103", Duration::from_secs(30)).await;
+    assert_eq!(status["state"], "released", "{status}");
+    assert!(status["attempts"].as_u64() > Some(2), "{status}");
+    assert_eq!(acl_users(&redis).await, ["default"]);
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg("booking:103:*")
+        .query_async(&mut redis.admin().await)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(gauge(&app, "webhook_failing_releases").await, Some(0.0));
     app.stop().await;
 }

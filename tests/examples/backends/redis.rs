@@ -1,10 +1,11 @@
 //! A Redis server of its own for one test, on a free loopback port, with nothing saved to
-//! disk. [`Redis::start`] secures it as the API key example asks: an `admin` user, and the
-//! `default` user off; [`Redis::start_open`] leaves `default` without a password, as a fresh
-//! server has it.
+//! disk unless the test asks ([`Redis::stop_keeping_data`]). [`Redis::start`] secures it as
+//! the API key example asks: an `admin` user, and the `default` user off;
+//! [`Redis::start_open`] leaves `default` without a password, as a fresh server has it.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,11 +15,14 @@ use tempfile::TempDir;
 pub const ADMIN_USER: &str = "admin";
 const ADMIN_PASSWORD: &str = "admin-secret";
 
+/// Where [`Redis::stop_keeping_data`] saves the ACL users, in the server's directory.
+pub const ACL_FILE: &str = "users.acl";
+
 /// A running server, killed when dropped.
 pub struct Redis {
     pub port: u16,
     child: Child,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl Redis {
@@ -48,38 +52,61 @@ impl Redis {
             .prefix("redis")
             .tempdir()
             .expect("a temporary directory");
+        // The server refuses to start with an ACL file that does not exist; an empty one
+        // leaves `default` as a fresh server has it.
+        std::fs::write(dir.path().join(ACL_FILE), "").expect("an empty ACL file");
         // A free port can be taken by someone else before the server binds it: try again.
         for _ in 0..3 {
             let port = super::free_port();
-            let mut child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                // Caps a string at 1 MB, so a command that slips through and writes at a far
-                // offset fails with an error instead of taking 512 MB on a shared machine.
-                .args(["--proto-max-bulk-len", "1mb"])
-                .arg("--dir")
-                .arg(dir.path())
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("redis-server runs");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if answers_ping(port) {
-                    return Self {
-                        port,
-                        child,
-                        _dir: dir,
-                    };
-                }
-                if child.try_wait().ok().flatten().is_some() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            let mut child = spawn(port, dir.path());
+            if wait_until(&mut child, || answers_ping(port)) {
+                return Self { port, child, dir };
             }
             let _ = child.kill();
             let _ = child.wait();
         }
         panic!("redis-server did not start");
+    }
+
+    /// Saves the keys (`SAVE`) and the ACL users (`ACL SAVE`) to the server's directory,
+    /// then kills the server: a backend that goes down and keeps its data, for
+    /// [`Redis::restart`].
+    pub async fn stop_keeping_data(&mut self) {
+        let mut admin = self.admin().await;
+        for command in [&["SAVE"][..], &["ACL", "SAVE"]] {
+            redis::cmd(command[0])
+                .arg(&command[1..])
+                .query_async::<()>(&mut admin)
+                .await
+                .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port and directory, so it loads the keys and
+    /// users [`Redis::stop_keeping_data`] saved, and waits until the administrator can log in
+    /// (the `default` user may be off, so `PING` alone is refused).
+    pub fn restart(&mut self) {
+        let mut child = spawn(self.port, self.dir.path());
+        let admin_url = self.admin_url();
+        let admin_answers = || {
+            redis::Client::open(admin_url.as_str())
+                .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)))
+                .and_then(|mut con| redis::cmd("PING").query::<()>(&mut con))
+                .is_ok()
+        };
+        if !wait_until(&mut child, admin_answers) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("redis-server did not start again on port {}", self.port);
+        }
+        self.child = child;
+    }
+
+    /// The server's directory: its saved keys (`dump.rdb`) and users ([`ACL_FILE`]).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// The administrator's URL, as `REDIS_ADMIN_URL` takes it.
@@ -129,6 +156,39 @@ impl Drop for Redis {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs `redis-server` on `port` with `dir` as its directory and ACL file's place, saving
+/// nothing by itself.
+fn spawn(port: u16, dir: &Path) -> Child {
+    Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        // Caps a string at 1 MB, so a command that slips through and writes at a far
+        // offset fails with an error instead of taking 512 MB on a shared machine.
+        .args(["--proto-max-bulk-len", "1mb"])
+        .arg("--dir")
+        .arg(dir)
+        .arg("--aclfile")
+        .arg(dir.join(ACL_FILE))
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server runs")
+}
+
+/// Waits up to 10 s until `ready`; `false` when the server exits or the time is up.
+fn wait_until(child: &mut Child, mut ready: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if ready() {
+            return true;
+        }
+        if child.try_wait().ok().flatten().is_some() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
 }
 
 fn answers_ping(port: u16) -> bool {

@@ -42,7 +42,8 @@
 //! ACL users live in the server's memory: with an ACL file, a restarted server forgets
 //! them unless `ACL SAVE` is run.
 //!
-//! Run it with `cargo run --example api_key --features redis`.
+//! Start a project with it: `cargo generate ... -d manager=api_key` makes this file its
+//! `src/resource.rs`.
 
 use anyhow::Context as _;
 use async_trait::async_trait;
@@ -52,7 +53,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use webhook::manager::{ManagerError, Outcome, ResourceManager};
-use webhook::reservation::Reservation;
+use webhook::contract::reservation::Reservation;
 
 /// Random alphanumeric characters in a key: 32 of 62 symbols are about 190 bits.
 const KEY_CHARS: usize = 32;
@@ -81,10 +82,8 @@ pub const DENIED: &[&str] = &[
 /// Keys `SCAN` visits per round when `release` deletes a booking's keys.
 const SCAN_COUNT: usize = 1000;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    webhook::cli::run(ApiKey::from_env()).await
-}
+/// The manager `src/main.rs` runs when this example is the project's `src/resource.rs`.
+pub type Manager = ApiKey;
 
 /// This manager's settings, read from the environment by [`Settings::from_vars`].
 #[derive(Debug, Deserialize)]

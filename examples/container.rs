@@ -76,7 +76,8 @@
 //! localhost/tiny:latest, memory 256 MiB, CPU limit 0.5. Address: 10.88.0.2. Your SSH
 //! public key is in its SSH_PUBLIC_KEY variable.`
 //!
-//! Run it with `cargo run --example container --features docker`.
+//! Start a project with it: `cargo generate ... -d manager=container` makes this file its
+//! `src/resource.rs`.
 
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
@@ -94,7 +95,7 @@ use bollard::query_parameters::{
 use sha2::{Digest as _, Sha256};
 use tokio::sync::OnceCell;
 use webhook::manager::{ManagerError, Outcome, ResourceManager};
-use webhook::reservation::{Reservation, User};
+use webhook::contract::reservation::{Reservation, User};
 
 #[path = "container/settings.rs"]
 mod settings;
@@ -112,10 +113,8 @@ pub const SSH_KEY_VARIABLE: &str = "SSH_PUBLIC_KEY";
 /// How long a call to an engine over TLS may take, in seconds (bollard's default).
 const TLS_TIMEOUT: u64 = 120;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    webhook::cli::run(Container::from_env()).await
-}
+/// The manager `src/main.rs` runs when this example is the project's `src/resource.rs`.
+pub type Manager = Container;
 
 /// The container's name for a booking: `booking-<id>` when the id is a valid name, else
 /// its valid characters and a hash of the whole id, so any id gives a distinct name that

@@ -79,7 +79,8 @@
 //! repeated when its first answer may not have reached the user. Sessions opened with the
 //! old password stay open. `release` of a booking that is already gone succeeds.
 //!
-//! Run it with `cargo run --example postgres_database --features postgres`.
+//! Start a project with it: `cargo generate ... -d manager=postgres_database` makes this file its
+//! `src/resource.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,7 +97,7 @@ use tokio::sync::Mutex;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 use webhook::manager::{ManagerError, Outcome, ResourceManager};
-use webhook::reservation::Reservation;
+use webhook::contract::reservation::Reservation;
 
 /// Random alphanumeric characters in a password: 32 of 62 symbols are about 190 bits.
 const PASSWORD_CHARS: usize = 32;
@@ -108,10 +109,8 @@ const PREFIX: &str = "booking_";
 /// Run first in every admin session: nothing outside the system catalog is looked up.
 const PIN_SEARCH_PATH: &str = "SET search_path = pg_catalog, pg_temp";
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    webhook::cli::run(PostgresDatabase::from_env()).await
-}
+/// The manager `src/main.rs` runs when this example is the project's `src/resource.rs`.
+pub type Manager = PostgresDatabase;
 
 /// This manager's settings, read from the environment by [`Settings::from_vars`].
 #[derive(Debug)]

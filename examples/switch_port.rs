@@ -36,7 +36,8 @@
 //! # What the user receives
 //! `Port sw1-port-3 is an access port on VLAN 100 until 2026-11-23 12:00 UTC.`
 //!
-//! Run it with `cargo run --example switch_port --features ovs`.
+//! Start a project with it: `cargo generate ... -d manager=switch_port` makes this file its
+//! `src/resource.rs`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -52,7 +53,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpStream, UnixStream};
 use webhook::manager::{ManagerError, Outcome, ResourceManager};
-use webhook::reservation::Reservation;
+use webhook::contract::reservation::Reservation;
 
 /// `external_ids` key naming the booking that holds the port.
 pub const BOOKING_KEY: &str = "reservation-webhook:booking";
@@ -70,10 +71,8 @@ const DATABASE: &str = "Open_vSwitch";
 /// Read-check-write rounds before giving up on a port that keeps changing underneath.
 const ATTEMPTS: usize = 5;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    webhook::cli::run(SwitchPort::from_env()).await
-}
+/// The manager `src/main.rs` runs when this example is the project's `src/resource.rs`.
+pub type Manager = SwitchPort;
 
 /// What the manager needs to know, read once at start-up.
 #[derive(Debug, Clone)]

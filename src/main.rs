@@ -1,6 +1,10 @@
-//! Runs the webhook with the manager in `src/resource.rs`.
+//! Runs the webhook with your manager, `src/resource.rs`.
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    webhook::cli::run(webhook::resource::Manager::from_env()).await
+    webhook::app::cli::run(
+        webhook::service!(include_str!("resource_type.txt")),
+        resource::Manager::from_env(),
+    )
+    .await
 }

@@ -11,7 +11,7 @@
 //!
 //! 1. Put the clients your backend needs (a connection pool, an HTTP client) in [`Manager`]
 //!    and build them in [`Manager::from_env`], reading your own settings from the environment
-//!    with [`settings_from_env`](crate::config::settings_from_env) (errors name the variable).
+//!    with [`settings_from_env`](webhook::config::settings_from_env) (errors name the variable).
 //! 2. In `configure`, read what you need from the [`Reservation`]: the user, the resource's
 //!    name, the times, `reservation.parameters` (user input: validate every value and return
 //!    [`ManagerError::invalid_parameter`] when one is wrong).
@@ -35,8 +35,8 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use crate::manager::{ManagerError, Outcome, ResourceManager};
-use crate::reservation::Reservation;
+use webhook::manager::{ManagerError, Outcome, ResourceManager};
+use webhook::contract::reservation::Reservation;
 
 /// The manager this service runs.
 #[derive(Default)]
@@ -91,47 +91,5 @@ impl ResourceManager for Manager {
             .is_some();
         tracing::info!(%resource, was_configured, "would release the resource");
         Ok(Outcome::new(format!("{resource} has been released.")))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::reservation::{Parameters, Resource, User};
-
-    fn booking() -> Reservation {
-        Reservation {
-            event_id: "1".into(),
-            user: User {
-                id: "u".into(),
-                username: None,
-                email: None,
-                ssh_public_key: None,
-            },
-            resource: Resource {
-                id: 1,
-                name: "sw1-port-3".into(),
-                kind: "Switch Port".into(),
-                specs: None,
-                location: None,
-            },
-            site: None,
-            title: None,
-            description: None,
-            start: chrono::Utc::now(),
-            end: chrono::Utc::now(),
-            parameters: Parameters::default(),
-        }
-    }
-
-    #[tokio::test]
-    async fn configure_and_release_are_safe_to_repeat() {
-        let m = Manager::default();
-        m.configure(&booking()).await.unwrap();
-        m.configure(&booking()).await.unwrap();
-        assert_eq!(m.configured(), 1);
-        m.release(&booking()).await.unwrap();
-        m.release(&booking()).await.unwrap();
-        assert_eq!(m.configured(), 0);
     }
 }

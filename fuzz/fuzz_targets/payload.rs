@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use webhook::payload::{Delivery, parse};
-use webhook::reservation::Reservation;
+use webhook::contract::payload::{Delivery, parse};
+use webhook::contract::reservation::Reservation;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(Delivery::Booking { reservation, .. }) = parse(data, |kind| kind == "Switch Port") {

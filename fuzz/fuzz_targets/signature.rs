@@ -4,7 +4,7 @@
 
 use http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use webhook::signature::{HUB_SIGNATURE_HEADER, Keys, SIGNATURE_HEADER};
+use webhook::contract::signature::{HUB_SIGNATURE_HEADER, Keys, SIGNATURE_HEADER};
 
 fuzz_target!(|data: &[u8]| {
     let keys = Keys::new(vec![b"fuzz-secret".to_vec(), b"old-secret".to_vec()]);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use redis::aio::MultiplexedConnection;
 use serde_json::json;
 use webhook::manager::ResourceManager;
-use webhook::reservation::{Parameters, Reservation, Resource, User};
+use webhook::contract::reservation::{Parameters, Reservation, Resource, User};
 
 use crate::backends::redis::{ADMIN_USER, Redis};
 use crate::helpers;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bollard::query_parameters::StopContainerOptionsBuilder;
 use chrono::{TimeZone, Utc};
 use webhook::manager::ResourceManager;
-use webhook::reservation::{Parameters, Reservation, Resource, User};
+use webhook::contract::reservation::{Parameters, Reservation, Resource, User};
 
 use crate::backends::docker::{Engine, IMAGE, Kind};
 use crate::helpers::{json, spawn_app_with};

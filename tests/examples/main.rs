@@ -2,9 +2,10 @@
 //! starts itself. Each module runs only with its feature: `cargo test --features postgres`,
 //! or `--all-features` for all four.
 
-#[allow(dead_code)]
-#[path = "../api/helpers.rs"]
-mod helpers;
+/// The core's test kit, as the tests here call it.
+mod helpers {
+    pub use webhook::testing::*;
+}
 
 #[allow(dead_code)]
 mod backends;

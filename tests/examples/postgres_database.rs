@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 use webhook::manager::ResourceManager;
-use webhook::reservation::{Parameters, Reservation, Resource, User};
+use webhook::contract::reservation::{Parameters, Reservation, Resource, User};
 
 use crate::backends::postgres::Postgres;
 use crate::helpers;

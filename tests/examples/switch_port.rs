@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use webhook::manager::ResourceManager;
-use webhook::reservation::{Parameters, Reservation, Resource, User};
+use webhook::contract::reservation::{Parameters, Reservation, Resource, User};
 
 use crate::backends::ovs::Ovs;
 use crate::helpers::{fixture, json, spawn_app_with};

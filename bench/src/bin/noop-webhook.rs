@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use webhook::manager::{ManagerError, Outcome, ResourceManager};
-use webhook::reservation::Reservation;
+use webhook::contract::reservation::Reservation;
 
 struct Noop;
 
@@ -18,5 +18,5 @@ impl ResourceManager for Noop {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    webhook::cli::run(async { Ok(Noop) }).await
+    webhook::app::cli::run(async { Ok(Noop) }).await
 }

@@ -1,0 +1,98 @@
+//! Verified events that are not a booking's start or end, offered to
+//! [`ResourceManager::on_event`](crate::manager::ResourceManager::on_event).
+//!
+//! The hook gets the event type and the body exactly as signed; the body is parsed again only
+//! if the hook asks ([`OtherEvent::parse`]), so the default no-op costs no parsing. Its call is
+//! not recorded in the ledger: it is made once per delivery, never retried, and a repeated
+//! delivery calls it again.
+
+use std::sync::Arc;
+
+use poem::http::StatusCode;
+use tracing::Instrument;
+
+use crate::manager::ManagerError;
+use crate::contract::reply::Reply;
+use crate::engine::report::{MESSAGE_MAX, truncate};
+use crate::contract::event::{OtherEvent, Source};
+use crate::http::state::AppState;
+
+/// The least a hook is waited for, whatever `PROCESSING_BUDGET` says: enough for a hook that
+/// answers at once (most do: they ignore the event) to have its answer in the reply. Only the
+/// back end sends these events, from a pool of threads with a 10 s timeout, so a short wait
+/// holds up no one else's deliveries.
+const HOOK_BUDGET_FLOOR: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Offers an event to the manager's hook and replies: `ignored` with `reason` when it does not
+/// handle it, `handled` with its message, `failed` (5xx) with its error. A hook still running
+/// after `PROCESSING_BUDGET` (at least [`HOOK_BUDGET_FLOOR`]) is answered 202 and finishes in
+/// the background.
+pub async fn offer(
+    state: Arc<AppState>,
+    source: Source,
+    event_type: String,
+    reason: String,
+    body: bytes::Bytes,
+) -> Reply {
+    let work = {
+        let state = state.clone();
+        let event_type = event_type.clone();
+        async move {
+            let handled_type = match (source, &state.config.waldur) {
+                (Source::Waldur, Some(waldur)) => waldur.resource_type.as_str(),
+                _ => state.config.resource_type.as_str(),
+            };
+            let event = OtherEvent::new(source, &event_type, &body, handled_type);
+            state.manager.on_event(&event).await
+        }
+    };
+    // In a task of its own, like a booking's work: it finishes if the sender hangs up, and
+    // shutdown waits for it.
+    let mut task = state.tasks.spawn(work.instrument(tracing::Span::current()));
+    let budget = state.config.processing_budget.max(HOOK_BUDGET_FLOOR);
+    let reply = match tokio::time::timeout(budget, &mut task).await {
+        Ok(Ok(Ok(None))) => Reply::ok("ignored", reason),
+        Ok(Ok(Ok(Some(outcome)))) => Reply::ok(
+            "handled",
+            truncate(&outcome.message, MESSAGE_MAX).to_owned(),
+        ),
+        Ok(Ok(Err(e))) => failed(&event_type, &e),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "event hook task failed");
+            Reply::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "failed",
+                format!("internal error while handling {event_type}"),
+            )
+        }
+        Err(_) => Reply::new(
+            StatusCode::ACCEPTED,
+            "accepted",
+            format!(
+                "{event_type} is still being handled after {}: it goes on in the background",
+                humantime::format_duration(budget)
+            ),
+        ),
+    };
+    let label = match source {
+        Source::ReservationSystem => event_type.as_str(),
+        Source::Waldur => "waldur",
+    };
+    state.metrics.delivery(label, reply.body.status);
+    reply
+}
+
+/// A failed hook: 503 if the manager said it may pass, else 500.
+fn failed(event_type: &str, e: &ManagerError) -> Reply {
+    tracing::warn!(error.message = %e, error.source = ?std::error::Error::source(e), "event hook failed");
+    let code = if e.is_transient() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    Reply::new(
+        code,
+        "failed",
+        format!("handling {event_type} failed: {}", e.message()),
+    )
+}

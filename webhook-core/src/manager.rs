@@ -1,0 +1,208 @@
+//! The one trait a webhook implements, and what its methods return.
+//!
+//! The service calls [`ResourceManager::configure`] when a booking of its resource type
+//! starts and [`ResourceManager::release`] when it ends or is deleted, and offers every other
+//! verified event to [`ResourceManager::on_event`]. Everything around those calls
+//! (signatures, parsing, routing, never configuring twice, reporting back) is done before
+//! and after them.
+
+use std::error::Error as StdError;
+use std::fmt;
+
+use async_trait::async_trait;
+
+use crate::contract::event::OtherEvent;
+use crate::contract::reservation::Reservation;
+
+/// Sets up and tears down one kind of resource for a booking.
+///
+/// Both methods must be **idempotent**: converge to the desired state and treat
+/// "already exists" (configure) or "already gone" (release) as success. The service
+/// records every booking in its ledger and never calls `configure` again for a booking
+/// that was configured, but a call can be cut short (a crash, `kill -9`, a shutdown
+/// deadline) and is then made again when the service resumes, possibly by another
+/// replica:
+///
+/// - `configure` may be called again for a booking whose previous `configure` was cut
+///   short or failed, so it must finish what a half-done call left;
+/// - `release` must be **safe to repeat** and may be called after a crash for a booking
+///   that is already released, was only partly configured, or whose `configure` failed;
+///   the sweeper also calls it, without an END, for bookings past their end.
+///
+/// Errors marked [`ManagerError::transient`] are retried with backoff (`MAX_ATTEMPTS`);
+/// [`ManagerError::permanent`] ones are not. Neither method is ever called for a booking
+/// while another call on the same resource is running (across replicas too), and a
+/// pending release of a resource goes before a configure of another booking on it.
+///
+/// Implementations are shared between requests (`Arc<dyn ResourceManager>`), so keep
+/// connection pools and clients in `self` and build them once in the constructor.
+#[async_trait]
+pub trait ResourceManager: Send + Sync + 'static {
+    /// A booking started: make the resource usable by `reservation.user`.
+    ///
+    /// The outcome's message is shown to the user by the reservation system, so put in
+    /// it what they need to use the resource (address, user name, password).
+    async fn configure(&self, reservation: &Reservation) -> Result<Outcome, ManagerError>;
+
+    /// A booking ended, was deleted, or outlived its end: undo what `configure` did.
+    ///
+    /// Safe to repeat: "already gone" is success, and it may find a half-configured
+    /// resource (a `configure` cut short or failed) to clean up.
+    async fn release(&self, reservation: &Reservation) -> Result<Outcome, ManagerError>;
+
+    /// The end of a configured booking moved (the user extended or shortened it) and nothing
+    /// else changed: `reservation.end` is the new end. Implement it where the resource carries
+    /// the end itself (an API key's expiry, a role's `VALID UNTIL`); the default does nothing.
+    ///
+    /// The service keeps the booking configured until the new end either way: an extension is
+    /// never cut short, and a shortened booking is released by END or, without END, by the
+    /// sweeper at the new end plus `RELEASE_GRACE`. It is called under the same rules as
+    /// `configure` (one call per resource at a time, retried when transient) and must be
+    /// safe to repeat.
+    async fn end_changed(&self, reservation: &Reservation) -> Result<(), ManagerError> {
+        let _ = reservation;
+        Ok(())
+    }
+
+    /// Whether the backend can take work now; `GET /readyz` answers 503 while it cannot.
+    async fn ready(&self) -> Result<(), ManagerError> {
+        Ok(())
+    }
+
+    /// Any other verified event: `EVENT_CREATED`, `RESOURCE_*` but `RESOURCE_DELETED`, the
+    /// `ALL` test ping, event types newer than this service, and Waldur events that neither
+    /// configure nor release; never START, END, DELETED or UPDATED nor `RESOURCE_DELETED`
+    /// (the service acts on those), nor a booking of another resource type. Use it to trigger a workflow on, say, `RESOURCE_STATUS_CHANGED`.
+    ///
+    /// `event.body` is the raw JSON; [`OtherEvent::parse`] reads it. `EVENT_*` and
+    /// `RESOURCE_*` events come for every resource type: [`OtherEvent::is_ours`] tells.
+    ///
+    /// Return `Ok(None)` for events you do not handle (the reply stays 200 `ignored`, as
+    /// without this method), `Ok(Some(outcome))` for 200 `handled`, an error for 5xx
+    /// `failed`. There is no user to notify, so the outcome's message (cut to 500
+    /// characters) is the reply's message and lands in the sender's webhook log: like an
+    /// error's, it must hold no secret.
+    ///
+    /// The call is not recorded in the ledger: it is made once per delivery, never retried,
+    /// and a repeated delivery calls it again. It should finish within `PROCESSING_BUDGET`;
+    /// a longer call is answered 202 and finishes in the background.
+    async fn on_event(&self, event: &OtherEvent<'_>) -> Result<Option<Outcome>, ManagerError> {
+        let _ = event;
+        Ok(None)
+    }
+}
+
+/// What a successful `configure` or `release` did, in words for the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Shown to the user. The reservation system keeps at most 500 characters;
+    /// a longer message is cut at a character boundary.
+    pub message: String,
+}
+
+impl Outcome {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+/// Whether trying the same call again later can succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// A passing fault: a timeout, a backend restarting, a lock held elsewhere.
+    Transient,
+    /// Trying again gives the same answer: bad parameters, a refused request.
+    Permanent,
+}
+
+/// Why `configure`, `release` or `ready` failed.
+///
+/// The message is shown to the user and returned to the sender, so it must say what
+/// went wrong in a sentence and never contain a secret. The source, if any, is only
+/// logged.
+#[derive(Debug)]
+pub struct ManagerError {
+    retry: Retry,
+    /// The booking's own input (a custom parameter) is at fault, not the sender or the backend.
+    user_input: bool,
+    message: String,
+    source: Option<Box<dyn StdError + Send + Sync>>,
+}
+
+impl ManagerError {
+    /// A failure that may go away: the service may try again.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self {
+            retry: Retry::Transient,
+            user_input: false,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A failure that will not go away by trying again.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            retry: Retry::Permanent,
+            user_input: false,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A custom parameter the booking carries is missing or not acceptable: a permanent
+    /// failure that is the user's to fix. The user is told (an `ERROR` notification naming the
+    /// parameter) and the sender gets a 2xx, since the delivery itself was fine.
+    pub fn invalid_parameter(name: &str, problem: impl fmt::Display) -> Self {
+        Self::invalid_input(format!("custom parameter {name}: {problem}"))
+    }
+
+    /// The booking's own input is not acceptable, said in `message` (which names what is
+    /// wrong): like [`ManagerError::invalid_parameter`], for input that is not one parameter.
+    pub fn invalid_input(message: impl Into<String>) -> Self {
+        Self {
+            user_input: true,
+            ..Self::permanent(message)
+        }
+    }
+
+    /// Attaches the underlying error, which is logged but never shown.
+    pub fn with_source(mut self, source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    pub fn retry(&self) -> Retry {
+        self.retry
+    }
+
+    pub fn is_transient(&self) -> bool {
+        self.retry == Retry::Transient
+    }
+
+    /// Whether the booking's own input is at fault ([`ManagerError::invalid_parameter`]).
+    pub fn is_invalid_input(&self) -> bool {
+        self.user_input
+    }
+
+    /// The user-facing message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for ManagerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl StdError for ManagerError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}

@@ -1,0 +1,16 @@
+//! The service over HTTP, started on a free port for each test.
+
+mod bad_input;
+mod contract;
+mod helpers;
+mod hook;
+mod lifecycle;
+mod limits;
+mod outbox;
+mod presets;
+mod replay;
+mod report;
+mod retries;
+mod senders;
+mod status;
+mod waldur;

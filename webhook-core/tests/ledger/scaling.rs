@@ -1,0 +1,133 @@
+//! The shared ledger's cost per booking and per replica, counted by the PostgreSQL server
+//! itself (`pg_stat_statements`): the statements and commits a new booking takes, and the
+//! timed polls of replicas that have nothing to do.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use webhook::engine::ledger::Store;
+use webhook::engine::ledger::postgres::Postgres;
+
+use crate::helpers::{RecordingManager, TestApp, json, spawn_app_with};
+
+/// A signed START of a new booking of its own resource.
+fn start(id: u64) -> Vec<u8> {
+    let now = chrono::Utc::now();
+    json!({
+        "eventType": "EVENT_START", "timestamp": now.to_rfc3339(), "eventId": id.to_string(),
+        "webhookId": 7, "userId": "u", "eventStart": now.to_rfc3339(),
+        "eventEnd": (now + chrono::Duration::hours(1)).to_rfc3339(), "resourceId": id,
+        "resourceName": format!("port-{id}"), "resourceType": "Switch Port",
+    })
+    .to_string()
+    .into_bytes()
+}
+
+async fn replica(url: &str) -> TestApp {
+    let vars = [
+        ("LEDGER_URL", url),
+        ("PROCESSING_BUDGET", "5s"),
+        ("LOG_LEVEL", "error"),
+    ];
+    spawn_app_with(&vars, RecordingManager::new()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_booking_takes_at_most_six_statements_and_two_commits() {
+    // Arrange: one replica, its statements prepared by a first booking.
+    let db = crate::postgres::database().await;
+    let app = replica(&db.url).await;
+    let configured = |id| {
+        let app = &app;
+        async move {
+            let body = json(app.post_webhook(&start(id)).await).await;
+            assert_eq!(body["status"], "configured", "{body}");
+        }
+    };
+    configured(1).await;
+    let before = db.statements().await;
+
+    // Act
+    const BOOKINGS: i64 = 50;
+    for id in 0..BOOKINGS as u64 {
+        configured(100 + id).await;
+    }
+    let after = db.statements().await;
+
+    // Assert: the count includes the timed polls that ran meanwhile, and the first sweep
+    // of the new leader (one sweep and one clearing of old reports) may fall in it too.
+    const UPKEEP: i64 = 2;
+    let statements = (after.0 - before.0) as f64 / BOOKINGS as f64;
+    let commits = (after.1 - before.1 - UPKEEP).max(0) as f64 / BOOKINGS as f64;
+    eprintln!("per new booking: {statements:.2} statements, {commits:.2} that may commit");
+    for (calls, query) in db.statement_counts().await.iter().take(12) {
+        eprintln!("{calls:>6}  {}", &query[..query.len().min(110)]);
+    }
+    assert!(statements <= 6.0, "{statements:.2} statements per booking");
+    assert!(commits <= 2.0, "{commits:.2} commits per booking");
+    app.stop().await;
+}
+
+/// Statements run in `db` over `window` while nothing is delivered.
+async fn idle_statements(db: &crate::postgres::Database, window: Duration) -> i64 {
+    let before = db.statements().await.0;
+    tokio::time::sleep(window).await;
+    db.statements().await.0 - before
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timed_polls_do_not_grow_with_the_number_of_replicas() {
+    // Arrange
+    let db = crate::postgres::database().await;
+    let window = Duration::from_secs(3);
+    let mut apps = vec![replica(&db.url).await];
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let one = idle_statements(&db, window).await;
+
+    // Act
+    for _ in 0..3 {
+        apps.push(replica(&db.url).await);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let four = idle_statements(&db, window).await;
+
+    // Assert
+    eprintln!("idle statements in {window:?}: one replica {one}, four replicas {four}");
+    assert!(one > 0, "the leader polls");
+    assert!(
+        four <= one + one / 2 + 2,
+        "four replicas ran {four} statements where one ran {one}"
+    );
+    for app in apps {
+        app.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_leads_at_a_time_and_another_takes_over_when_it_goes() {
+    let db = crate::postgres::database().await;
+    let a: Arc<dyn Store> = Arc::new(Postgres::connect(&db.url).await.unwrap());
+    let b: Arc<dyn Store> = Arc::new(Postgres::connect(&db.url).await.unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let leader = loop {
+        match (a.leads(), b.leads()) {
+            (true, true) => panic!("two replicas lead at once"),
+            (true, false) => break 0,
+            (false, true) => break 1,
+            (false, false) => {}
+        }
+        assert!(Instant::now() < deadline, "nobody leads");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // A while later it still leads alone.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (gone, stays) = if leader == 0 { (a, b) } else { (b, a) };
+    assert!(gone.leads() && !stays.leads());
+
+    drop(gone);
+    while !stays.leads() {
+        assert!(Instant::now() < deadline, "nobody took over");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -52,8 +52,8 @@ use redis::aio::ConnectionManager;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use webhook::manager::{ManagerError, Outcome, ResourceManager};
 use webhook::contract::reservation::Reservation;
+use webhook::manager::{ManagerError, Outcome, ResourceManager};
 
 /// Random alphanumeric characters in a key: 32 of 62 symbols are about 190 bits.
 const KEY_CHARS: usize = 32;

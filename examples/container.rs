@@ -94,8 +94,8 @@ use bollard::query_parameters::{
 };
 use sha2::{Digest as _, Sha256};
 use tokio::sync::OnceCell;
-use webhook::manager::{ManagerError, Outcome, ResourceManager};
 use webhook::contract::reservation::{Reservation, User};
+use webhook::manager::{ManagerError, Outcome, ResourceManager};
 
 #[path = "container/settings.rs"]
 mod settings;

@@ -96,8 +96,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
-use webhook::manager::{ManagerError, Outcome, ResourceManager};
 use webhook::contract::reservation::Reservation;
+use webhook::manager::{ManagerError, Outcome, ResourceManager};
 
 /// Random alphanumeric characters in a password: 32 of 62 symbols are about 190 bits.
 const PASSWORD_CHARS: usize = 32;

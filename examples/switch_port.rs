@@ -52,8 +52,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpStream, UnixStream};
-use webhook::manager::{ManagerError, Outcome, ResourceManager};
 use webhook::contract::reservation::Reservation;
+use webhook::manager::{ManagerError, Outcome, ResourceManager};
 
 /// `external_ids` key naming the booking that holds the port.
 pub const BOOKING_KEY: &str = "reservation-webhook:booking";

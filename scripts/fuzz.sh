@@ -13,7 +13,7 @@ export RUSTC_BOOTSTRAP=1
 for target in signature payload; do
   mkdir -p "fuzz/corpus/$target"
   log="fuzz/corpus/$target.log"
-  cargo fuzz run "$target" "fuzz/corpus/$target" tests/fixtures/events -- \
+  cargo fuzz run "$target" "fuzz/corpus/$target" webhook-core/fixtures/events -- \
     -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1 || {
     tail -n 40 "$log"
     echo "fuzz target $target failed (see $log and fuzz/artifacts/$target/)" >&2

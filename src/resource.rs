@@ -35,8 +35,8 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use webhook::manager::{ManagerError, Outcome, ResourceManager};
 use webhook::contract::reservation::Reservation;
+use webhook::manager::{ManagerError, Outcome, ResourceManager};
 
 /// The manager this service runs.
 #[derive(Default)]

@@ -24,10 +24,16 @@ type Twin = (&'static str, fn(&str) -> String);
 fn twins() -> Vec<Twin> {
     vec![
         ("Cargo.toml", |text| {
-            replace_line(
+            let text = replace_line(
                 text,
                 &format!("name = \"{NAME}\""),
                 "name = \"{{project-name}}\"",
+            );
+            // The chosen example's feature is on by default.
+            replace_line(
+                &text,
+                "default = []",
+                r#"default = [{% if manager != "blank" %}"{{manager}}"{% endif %}]"#,
             )
         }),
         ("Cargo.lock", |text| {
@@ -114,6 +120,53 @@ fn the_post_generation_hook_moves_every_twin() {
         assert!(
             hook.contains(&format!("\"{path}\"")),
             "post.rhai does not move {path}"
+        );
+    }
+}
+
+/// Every example of `examples/` is a `manager` choice, with the feature of its name, its
+/// settings for `.env.example`, and a real-backend test; and every choice is an example.
+#[test]
+fn every_example_is_a_manager_choice_with_its_feature_settings_and_test() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut examples: Vec<String> = std::fs::read_dir(root.join("examples"))
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".rs").map(str::to_owned)
+        })
+        .collect();
+    examples.sort();
+    let generate = std::fs::read_to_string(root.join("cargo-generate.toml")).unwrap();
+    let choices = generate
+        .lines()
+        .find_map(|l| l.strip_prefix("choices = "))
+        .expect("the manager question's choices");
+    let mut listed: Vec<String> = choices
+        .trim_matches(['[', ']'])
+        .split(',')
+        .map(|c| c.trim().trim_matches('"').to_owned())
+        .filter(|c| c != "blank")
+        .collect();
+    listed.sort();
+    assert_eq!(listed, examples, "cargo-generate.toml's manager choices");
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    for example in &examples {
+        assert!(
+            manifest.contains(&format!("\n{example} = [")),
+            "no feature {example} in Cargo.toml"
+        );
+        for file in [
+            format!("examples/{example}.env"),
+            format!("examples/tests/{example}.rs"),
+        ] {
+            assert!(root.join(&file).exists(), "{file} is missing");
+        }
+        let test =
+            std::fs::read_to_string(root.join(format!("examples/tests/{example}.rs"))).unwrap();
+        assert!(
+            test.contains(&format!("#[path = \"../{example}.rs\"]")),
+            "examples/tests/{example}.rs must include the example as post.rhai expects"
         );
     }
 }

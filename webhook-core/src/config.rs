@@ -96,7 +96,9 @@ pub struct Config {
     pub webhook_log: Option<Endpoint>,
     /// How long in-flight work may take to finish on SIGTERM.
     pub shutdown_timeout: Duration,
+    /// `LOG_LEVEL`: a level or a filter such as `info,webhook=debug`.
     pub log_level: String,
+    /// `LOG_FORMAT`.
     pub log_format: LogFormat,
     /// Where bookings and reports are kept (`DATA_DIR`, or `LEDGER_URL`).
     pub ledger: LedgerConfig,
@@ -123,18 +125,29 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub enum LedgerConfig {
     /// `DATA_DIR/ledger.db`, for one replica.
-    Embedded { dir: PathBuf },
+    /// `DATA_DIR/ledger.db`, for one replica.
+    Embedded {
+        /// `DATA_DIR`.
+        dir: PathBuf,
+    },
     /// A PostgreSQL database, for any number of replicas.
-    Postgres { url: SecretString },
+    /// A PostgreSQL database, for any number of replicas.
+    Postgres {
+        /// `LEDGER_URL`.
+        url: SecretString,
+    },
 }
 
 /// A report-back endpoint of the reservation system.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
+    /// Where reports are posted.
     pub url: reqwest::Url,
+    /// How long one report may take.
     pub timeout: Duration,
 }
 
+/// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     /// One JSON object per line, for log collectors.
@@ -1062,8 +1075,7 @@ mod tests {
 
     #[test]
     fn the_waldur_endpoint_is_on_with_a_token_from_a_file_or_an_allow_list() {
-        let c = config(&[("WEBHOOK_SECRET", "test-secret-of-at-least-32-bytes-long")])
-            .unwrap();
+        let c = config(&[("WEBHOOK_SECRET", "test-secret-of-at-least-32-bytes-long")]).unwrap();
         assert!(c.waldur.is_none());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");

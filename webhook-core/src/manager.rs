@@ -101,6 +101,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// An outcome whose message is shown to the user.
     pub fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
@@ -174,10 +175,12 @@ impl ManagerError {
         self
     }
 
+    /// How the service retries the call that failed.
     pub fn retry(&self) -> Retry {
         self.retry
     }
 
+    /// Whether the failure may pass, so the call is tried again.
     pub fn is_transient(&self) -> bool {
         self.retry == Retry::Transient
     }

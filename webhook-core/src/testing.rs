@@ -24,6 +24,10 @@ use std::time::Duration;
 
 use std::sync::atomic::{AtomicU16, Ordering};
 
+use crate::app::startup::Application;
+use crate::config::Config;
+use crate::contract::signature::{Keys, SIGNATURE_HEADER};
+use crate::manager::ResourceManager;
 use chrono::{DateTime, Utc};
 use poem::http::StatusCode;
 use poem::listener::{Acceptor, Listener, TcpListener};
@@ -31,10 +35,6 @@ use poem::web::Data;
 use poem::{EndpointExt, Request, Route, handler, post};
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
-use crate::app::startup::Application;
-use crate::config::Config;
-use crate::contract::signature::{Keys, SIGNATURE_HEADER};
-use crate::manager::ResourceManager;
 
 /// The secret the sender's fixtures are signed with (`fixtures/signatures.json` of the core).
 pub fn fixture_secret() -> String {
@@ -85,8 +85,11 @@ pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 /// A running application.
 pub struct TestApp {
+    /// `http://127.0.0.1:<port>`.
     pub address: String,
+    /// The port it listens on.
     pub port: u16,
+    /// A client for requests of a test's own.
     pub client: reqwest::Client,
     /// Where its embedded ledger lives.
     pub data_dir: PathBuf,
@@ -198,6 +201,7 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// `GET path`.
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(format!("{}{path}", self.address))
@@ -270,7 +274,6 @@ pub async fn json(response: reqwest::Response) -> Value {
     let text = response.text().await.unwrap();
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("reply is not JSON ({e}): {text}"))
 }
-
 
 /// The shape of an [`Event`]'s body, which decides where its fields are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

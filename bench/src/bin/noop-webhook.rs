@@ -1,8 +1,8 @@
 //! The webhook as generated, with a manager that does nothing: what the service itself costs.
 
 use async_trait::async_trait;
-use webhook::manager::{ManagerError, Outcome, ResourceManager};
 use webhook::contract::reservation::Reservation;
+use webhook::manager::{ManagerError, Outcome, ResourceManager};
 
 struct Noop;
 
@@ -18,5 +18,5 @@ impl ResourceManager for Noop {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    webhook::app::cli::run(async { Ok(Noop) }).await
+    webhook::app::cli::run(webhook::service!("Switch Port"), async { Ok(Noop) }).await
 }

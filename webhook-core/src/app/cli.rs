@@ -11,24 +11,27 @@ use chrono::{Duration, SecondsFormat, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
+use crate::app::startup::Application;
 use crate::config::{Config, Service};
 use crate::manager::ResourceManager;
-use crate::app::startup::Application;
 
 #[derive(Debug, Parser)]
 #[command(
     version,
     about = "A reservation webhook. Settings come from the environment (see .env.example)."
 )]
+/// The command line: serve (the default), `send` an example event, or look at the outbox.
 pub struct Cli {
     /// Read settings from ./.env too (debug builds always do; the image never needs to),
     /// and give it a new WEBHOOK_SECRET if it has none.
     #[arg(long, global = true)]
     pub dotenv: bool,
+    /// What to do; serving when none is given.
     #[command(subcommand)]
     pub command: Option<Command>,
 }
 
+/// A subcommand.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the webhook server (what happens without a subcommand).
@@ -41,6 +44,7 @@ pub enum Command {
     Outbox(OutboxCommand),
 }
 
+/// What `outbox` does.
 #[derive(Debug, Subcommand)]
 pub enum OutboxCommand {
     /// List reports not yet delivered (or all with --all), newest first, with their
@@ -60,6 +64,7 @@ pub enum OutboxCommand {
     },
 }
 
+/// The arguments of `send`.
 #[derive(Debug, clap::Args)]
 pub struct SendArgs {
     /// A JSON file to send as it is, instead of a built-in example.
@@ -89,10 +94,14 @@ pub struct SendArgs {
     pub wait_timeout: std::time::Duration,
 }
 
+/// The example event `send` posts.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Example {
+    /// `EVENT_START`.
     Start,
+    /// `EVENT_END`.
     End,
+    /// `EVENT_DELETED`.
     Deleted,
 }
 
@@ -244,11 +253,13 @@ pub async fn outbox(config: &Config, command: OutboxCommand) -> anyhow::Result<(
                 );
             }
         }
-        OutboxCommand::Retry { id } => match store.outbox_retry(id, crate::engine::ledger::now()).await? {
-            Some(true) => println!("report {id} is pending again"),
-            Some(false) => anyhow::bail!("report {id} has not failed: nothing to retry"),
-            None => anyhow::bail!("there is no report {id}"),
-        },
+        OutboxCommand::Retry { id } => {
+            match store.outbox_retry(id, crate::engine::ledger::now()).await? {
+                Some(true) => println!("report {id} is pending again"),
+                Some(false) => anyhow::bail!("report {id} has not failed: nothing to retry"),
+                None => anyhow::bail!("there is no report {id}"),
+            }
+        }
     }
     Ok(())
 }

@@ -12,14 +12,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, LedgerConfig};
 use crate::engine::ledger;
-use crate::http::limits::LimitedAcceptor;
-use crate::manager::ResourceManager;
 use crate::engine::metrics::Metrics;
 use crate::engine::outbox::Outbox;
 use crate::engine::reconcile::Reconciler;
 use crate::engine::report::Reports;
+use crate::http::limits::LimitedAcceptor;
 use crate::http::routes::routes;
 use crate::http::state::AppState;
+use crate::manager::ResourceManager;
 
 /// A bound, ready-to-run service.
 pub struct Application {

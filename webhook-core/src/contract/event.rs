@@ -17,6 +17,7 @@ pub enum Source {
 /// configure nor release.
 #[derive(Debug, Clone, Copy)]
 pub struct OtherEvent<'a> {
+    /// Which sender it came from.
     pub source: Source,
     /// `eventType` (reservation system) or `event_type` (Waldur).
     pub event_type: &'a str,
@@ -87,4 +88,3 @@ impl<'a> OtherEvent<'a> {
             .collect()
     }
 }
-

@@ -25,10 +25,12 @@ pub struct Reservation {
     pub site: Option<Site>,
     /// The booking's title and description, as the user typed them.
     pub title: Option<String>,
+    /// The booking's description, as the user wrote it.
     pub description: Option<String>,
     /// When the booking starts and ends. START arrives a few minutes before `start`;
     /// END up to about a minute after `end`, or never.
     pub start: DateTime<Utc>,
+    /// When the booking ends.
     pub end: DateTime<Utc>,
     /// The booking's custom parameters. This is user input: validate every value.
     pub parameters: Parameters,
@@ -39,7 +41,9 @@ pub struct Reservation {
 pub struct User {
     /// Identity-provider subject id (`userId`, or `keycloakId` on DELETED).
     pub id: String,
+    /// The user's name, if the sender gave it.
     pub username: Option<String>,
+    /// The user's e-mail address, if the sender gave it.
     pub email: Option<String>,
     /// An OpenSSH public key the user registered, for managers that give shell access.
     pub ssh_public_key: Option<String>,
@@ -48,19 +52,24 @@ pub struct User {
 /// The booked resource.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Resource {
+    /// The resource's id in the reservation system.
     pub id: i64,
     /// The resource's name in the reservation system, e.g. `sw1-port-3`.
     pub name: String,
     /// The resource type's display name, e.g. `Switch Port`.
     pub kind: String,
+    /// What the resource is, as the reservation system describes it.
     pub specs: Option<String>,
+    /// Where the resource is.
     pub location: Option<String>,
 }
 
 /// The site a resource belongs to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Site {
+    /// The site's id.
     pub id: String,
+    /// The site's name.
     pub name: Option<String>,
 }
 
@@ -171,6 +180,7 @@ impl Parameters {
         self.raw.as_deref()
     }
 
+    /// Whether the user chose no parameter.
     pub fn is_empty(&self) -> bool {
         self.values.is_empty()
     }

@@ -85,8 +85,10 @@ pub enum SignatureError {
     /// No signature header; names the header the configured preset expects.
     #[error("missing signature: send {0}")]
     Missing(&'static str),
+    /// The signature header is there but is not Base64 or hex.
     #[error("malformed signature: expected Base64 or hex of a 32-byte HMAC-SHA256")]
     Malformed,
+    /// No key signs the body as the header says.
     #[error("signature does not match the body")]
     Mismatch,
 }
@@ -138,6 +140,7 @@ impl Keys {
         self
     }
 
+    /// How these keys' signatures are sent.
     pub fn preset(&self) -> Preset {
         self.preset
     }

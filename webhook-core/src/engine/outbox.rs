@@ -20,11 +20,11 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Endpoint};
+use crate::contract::signature::{Keys, SIGNATURE_HEADER};
+use crate::engine::ledger::backoff;
 use crate::engine::ledger::{self, Attempt, Entry, Kind, Store};
 use crate::engine::metrics::Metrics;
-use crate::engine::ledger::backoff;
 use crate::engine::report::truncate;
-use crate::contract::signature::{Keys, SIGNATURE_HEADER};
 
 /// Attempts before an entry is marked failed: with backoff capped at ten minutes, a back
 /// end may be down for about four hours without losing a report.

@@ -17,12 +17,12 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::Config;
+use crate::contract::reservation::Reservation;
 use crate::engine::ledger::{self, Booking, Claim, Finish, Lease, Op, Store, backoff};
-use crate::manager::{ManagerError, Outcome, ResourceManager};
 use crate::engine::metrics::Metrics;
 use crate::engine::outbox::Outbox;
 use crate::engine::report::{Audit, Reports};
-use crate::contract::reservation::Reservation;
+use crate::manager::{ManagerError, Outcome, ResourceManager};
 
 /// How long a claim holds a booking; renewed every third of it while the call runs, so a
 /// crashed replica's bookings are taken over within this time.

@@ -11,8 +11,8 @@ use poem::http::StatusCode;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::engine::ledger::{Booking, Finish, Kind, NewEntry, Op};
 use crate::contract::reply::Reply;
+use crate::engine::ledger::{Booking, Finish, Kind, NewEntry, Op};
 
 /// The back end's limit on a notification's message.
 pub const MESSAGE_MAX: usize = 500;

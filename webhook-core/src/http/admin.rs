@@ -12,8 +12,8 @@ use poem::{IntoResponse, Request, Response, handler};
 use secrecy::ExposeSecret;
 use serde::Serialize;
 
-use crate::engine::ledger::{Booking, Event, time};
 use crate::contract::reply::Reply;
+use crate::engine::ledger::{Booking, Event, time};
 use crate::http::state::AppState;
 
 /// What the endpoint shows of a booking.

@@ -16,12 +16,12 @@ use poem::http::StatusCode;
 use tokio::sync::oneshot;
 
 use crate::contract::event::Source;
-use crate::engine::ledger::{self, Booking, Desired, Intent, Op, State, StoreError, Verdict};
 use crate::contract::payload::{Action, BatchItem};
 use crate::contract::reply::{Reply, ReplyBody};
-use crate::engine::report::{Audit, LOG_TEXT_MAX, failed, refused, truncate};
 use crate::contract::reservation::Reservation;
 use crate::contract::signature::KeyId;
+use crate::engine::ledger::{self, Booking, Desired, Intent, Op, State, StoreError, Verdict};
+use crate::engine::report::{Audit, LOG_TEXT_MAX, failed, refused, truncate};
 use crate::http::state::AppState;
 
 /// How often a waiting delivery looks at the ledger when no signal comes (the work may

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use poem::http::StatusCode;
 use tracing::Instrument;
 
-use crate::manager::ManagerError;
+use crate::contract::event::{OtherEvent, Source};
 use crate::contract::reply::Reply;
 use crate::engine::report::{MESSAGE_MAX, truncate};
-use crate::contract::event::{OtherEvent, Source};
 use crate::http::state::AppState;
+use crate::manager::ManagerError;
 
 /// The least a hook is waited for, whatever `PROCESSING_BUDGET` says: enough for a hook that
 /// answers at once (most do: they ignore the event) to have its answer in the reply. Only the

@@ -22,11 +22,11 @@ use poem::{Body, Endpoint, EndpointExt, Request, Route, get, handler, post};
 use serde_json::json;
 use tracing::{Instrument, field};
 
-use crate::http::dispatch::{self, BookingEvent};
 use crate::contract::event::Source;
-use crate::http::hook;
 use crate::contract::payload::{self, Delivery};
 use crate::contract::reply::Reply;
+use crate::http::dispatch::{self, BookingEvent};
+use crate::http::hook;
 use crate::http::state::AppState;
 use crate::http::waldur;
 

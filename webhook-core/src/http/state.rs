@@ -27,4 +27,3 @@ pub struct AppState {
     /// One permit per delivery being handled, `MAX_CONCURRENT_REQUESTS` in all.
     pub requests: Arc<tokio::sync::Semaphore>,
 }
-

@@ -21,8 +21,8 @@ use secrecy::{ExposeSecret, SecretString};
 
 pub use event::{BOOKING_PREFIX, Delivery, open_end, parse, resource_number};
 
-use crate::http::access;
 use crate::contract::reply::Reply;
+use crate::http::access;
 
 /// The query parameter of the hook's URL that carries `WALDUR_TOKEN`.
 pub const TOKEN_PARAMETER: &str = "token";

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use webhook::contract::event::Source;
-use webhook::manager::{ManagerError, Outcome, ResourceManager};
 use webhook::contract::reservation::Reservation;
+use webhook::manager::{ManagerError, Outcome, ResourceManager};
 
 use crate::helpers::{
     HookAnswer, RecordingManager, SeenEvent, fixture, json, spawn_app, spawn_app_with,

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use webhook::app::cli::{Example, SendArgs};
-use webhook::config::Config;
 
 use crate::helpers::{Call, RecordingManager, fixture, fixture_secret, json, spawn_app};
 
@@ -63,7 +62,8 @@ async fn shutdown_lets_an_in_flight_configure_finish() {
     let client = app.client.clone();
     let url = format!("{}/webhook", app.address);
     let body = fixture("event_start.json");
-    let signature = webhook::contract::signature::Keys::new(vec![fixture_secret().into_bytes()]).sign(&body);
+    let signature =
+        webhook::contract::signature::Keys::new(vec![fixture_secret().into_bytes()]).sign(&body);
 
     // Act: the delivery is in flight when shutdown is requested.
     let in_flight = tokio::spawn(async move {

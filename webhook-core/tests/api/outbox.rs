@@ -7,8 +7,8 @@ use webhook::app::cli::OutboxCommand;
 use webhook::config::Config;
 use webhook::engine::ledger::{EntryState, Kind};
 
-use crate::helpers::{RecordingManager, TestApp, fixture, spawn_app_with};
 use crate::helpers::{Backend, start_backend, vars};
+use crate::helpers::{RecordingManager, TestApp, fixture, spawn_app_with};
 
 fn start_of(id: &str) -> Vec<u8> {
     String::from_utf8(fixture("event_start.json"))
@@ -224,8 +224,8 @@ async fn a_redirected_report_is_not_re_posted_and_fails_saying_why() {
 
 #[tokio::test]
 async fn what_a_user_was_given_is_not_kept_on_disk_once_delivered() {
-    use webhook::manager::{ManagerError, Outcome, ResourceManager};
     use webhook::contract::reservation::Reservation;
+    use webhook::manager::{ManagerError, Outcome, ResourceManager};
     const PASSWORD: &str = "pw-7Hq2Zr91-only-for-the-user";
     struct GivesAPassword;
     #[async_trait::async_trait]

@@ -6,10 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{
-    LOG_REPLY_SECRET, RecordingManager, fixture, fixture_secret, spawn_app_with, start_backend,
-    vars,
-};
+use crate::helpers::{RecordingManager, fixture, spawn_app_with, start_backend, vars};
 
 fn utf16_len(v: &Value) -> usize {
     v.as_str().map(|s| s.encode_utf16().count()).unwrap_or(0)

@@ -4,7 +4,6 @@
 use std::time::{Duration, Instant};
 
 use webhook::app::cli::{Example, SendArgs};
-use webhook::config::Config;
 
 use crate::helpers::{
     ADMIN_TOKEN, Call, RecordingManager, fixture, fixture_secret, json, spawn_app_with,

@@ -533,7 +533,8 @@ async fn reports_are_signed_with_the_secret_their_booking_came_with() {
         ],
         &[],
     );
-    let signature = webhook::contract::signature::Keys::new(vec![new.as_bytes().to_vec()]).sign(&under_new);
+    let signature =
+        webhook::contract::signature::Keys::new(vec![new.as_bytes().to_vec()]).sign(&under_new);
     app.post_with(&under_new, &[("x-webhook-signature", &signature)])
         .await;
 
@@ -574,7 +575,8 @@ async fn the_audit_logs_reply_which_holds_the_webhooks_secret_is_never_kept() {
     .await;
     let log = entries.iter().find(|e| e.kind == Kind::WebhookLog).unwrap();
     assert_eq!(log.last_status.as_deref(), Some("201 Created"));
-    let ledger = std::fs::read(webhook::engine::ledger::sqlite::Sqlite::path(&app.data_dir)).unwrap();
+    let ledger =
+        std::fs::read(webhook::engine::ledger::sqlite::Sqlite::path(&app.data_dir)).unwrap();
     let wal = app.data_dir.join("ledger.db-wal");
     let wal = std::fs::read(wal).unwrap_or_default();
     for bytes in [ledger, wal] {

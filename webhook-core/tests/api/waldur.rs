@@ -694,9 +694,7 @@ fn start_up_refuses_a_guard_waldur_cannot_pass_or_lists_that_lose_resources() {
         let secret = crate::helpers::fixture_secret();
         let mut all = vec![("WEBHOOK_SECRET", secret.as_str())];
         all.extend(vars.iter().copied());
-        let err = webhook::testing::config(all)
-            .unwrap_err()
-            .to_string();
+        let err = webhook::testing::config(all).unwrap_err().to_string();
         assert!(err.contains(expected), "{vars:?}: {err}");
     }
 }

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use webhook::config::Config;
-use webhook::manager::{ManagerError, Outcome, ResourceManager};
-use webhook::contract::reservation::Reservation;
 use webhook::app::startup::Application;
+use webhook::config::Config;
+use webhook::contract::reservation::Reservation;
+use webhook::manager::{ManagerError, Outcome, ResourceManager};
 
 /// Set in a child's environment: the directory it reports to.
 pub const CHILD: &str = "WEBHOOK_TEST_CHILD";

@@ -5,7 +5,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use webhook::config::Config;
 use webhook::app::startup::Application;
 
 use crate::child::{command, settings};

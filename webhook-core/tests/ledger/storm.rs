@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::json;
+use webhook::contract::reservation::Reservation;
 use webhook::engine::ledger::Store;
 use webhook::manager::{ManagerError, Outcome, ResourceManager};
-use webhook::contract::reservation::Reservation;
 
 use crate::helpers::{TestApp, spawn_app_with};
 
@@ -127,7 +127,10 @@ fn deliveries() -> (Vec<Vec<u8>>, HashMap<String, Sent>) {
     bodies.truncate(DELIVERIES);
     // Fisher-Yates with the library's random numbers.
     for i in (1..bodies.len()).rev() {
-        bodies.swap(i, (webhook::engine::ledger::random() % (i as u64 + 1)) as usize);
+        bodies.swap(
+            i,
+            (webhook::engine::ledger::random() % (i as u64 + 1)) as usize,
+        );
     }
     (bodies, sent)
 }
@@ -139,9 +142,10 @@ async fn send_all(apps: &[TestApp], bodies: Vec<Vec<u8>>) -> Vec<u16> {
     for (i, body) in bodies.into_iter().enumerate() {
         let app = &apps[i % apps.len()];
         let (client, url) = (app.client.clone(), format!("{}/webhook", app.address));
-        let signature =
-            webhook::contract::signature::Keys::new(vec![crate::helpers::fixture_secret().into_bytes()])
-                .sign(&body);
+        let signature = webhook::contract::signature::Keys::new(vec![
+            crate::helpers::fixture_secret().into_bytes(),
+        ])
+        .sign(&body);
         let limit = limit.clone();
         tasks.push(tokio::spawn(async move {
             let _slot = limit.acquire().await.unwrap();

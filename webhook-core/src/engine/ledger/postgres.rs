@@ -121,8 +121,8 @@ pub struct Postgres {
 /// The connection pool for `url`, with TLS as its `sslmode` asks ([`crate::engine::ledger_tls`]): the
 /// one place that says how the ledger connects.
 fn pool(url: &str) -> Result<(Pool, crate::engine::ledger_tls::Mode), StoreError> {
-    let (config, tls) =
-        crate::engine::ledger_tls::parse(url).map_err(|e| StoreError(format!("LEDGER_URL: {e}")))?;
+    let (config, tls) = crate::engine::ledger_tls::parse(url)
+        .map_err(|e| StoreError(format!("LEDGER_URL: {e}")))?;
     let connector = tls
         .connector()
         .map_err(|e| StoreError(format!("LEDGER_URL: {e}")))?;
@@ -151,11 +151,13 @@ impl Postgres {
         };
         let mut client = this.client().await.map_err(|e| match mode {
             // The pool's error keeps the handshake's cause to itself: say what is checked.
-            crate::engine::ledger_tls::Mode::VerifyFull if e.0.contains("TLS") => StoreError(format!(
-                "{}: with sslmode=verify-full the server's certificate must be issued for \
+            crate::engine::ledger_tls::Mode::VerifyFull if e.0.contains("TLS") => {
+                StoreError(format!(
+                    "{}: with sslmode=verify-full the server's certificate must be issued for \
                      the host in LEDGER_URL by a CA in sslrootcert (or the system's roots)",
-                e.0
-            )),
+                    e.0
+                ))
+            }
             _ => e,
         })?;
         let tx = client.transaction().await?;

@@ -10,9 +10,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use super::Settings;
-use crate::contract::same_name;
 use crate::contract::payload::{Action, PayloadError, json_kind};
 use crate::contract::reservation::{Parameters, Reservation, Resource, User};
+use crate::contract::same_name;
 
 /// Booking ids from Waldur start with this, so they never meet the reservation system's.
 pub const BOOKING_PREFIX: &str = "waldur-";

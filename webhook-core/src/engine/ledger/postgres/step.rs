@@ -192,7 +192,10 @@ pub(super) async fn step<'a, T>(
     for conflict in 0..MAX_CONFLICTS {
         if conflict >= 2 {
             let most = 100u64 << conflict.min(8);
-            tokio::time::sleep(Duration::from_micros(crate::engine::ledger::random() % most)).await;
+            tokio::time::sleep(Duration::from_micros(
+                crate::engine::ledger::random() % most,
+            ))
+            .await;
         }
         let mut r = read(c, id, resource, now).await?;
         match decide(r.booking.take(), r.neighbours)? {

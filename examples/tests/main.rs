@@ -1,5 +1,5 @@
 //! The example managers in `examples/`, each against its real backend, which the test
-//! starts itself. Each module runs only with its feature: `cargo test --features postgres`,
+//! starts itself. Each module runs only with its feature: `cargo test --features postgres_database`,
 //! or `--all-features` for all four.
 
 /// The core's test kit, as the tests here call it.
@@ -10,20 +10,20 @@ mod helpers {
 #[allow(dead_code)]
 mod backends;
 
-#[cfg(feature = "postgres")]
+#[cfg(feature = "postgres_database")]
 mod postgres_database;
 
-#[cfg(feature = "redis")]
+#[cfg(feature = "api_key")]
 mod api_key;
 
-#[cfg(feature = "docker")]
+#[cfg(feature = "container")]
 mod container;
 
-#[cfg(feature = "ovs")]
+#[cfg(feature = "switch_port")]
 mod switch_port;
 
 /// Settings as the `(name, value)` pairs the examples' `from_vars` take.
-#[cfg(any(feature = "postgres", feature = "redis"))]
+#[cfg(any(feature = "postgres_database", feature = "api_key"))]
 fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()
@@ -34,10 +34,10 @@ fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 /// A fixture body with some top-level fields replaced, to make the sender's START and END a
 /// booking of an example's resource type. The result is re-serialized, so it is signed anew.
 #[cfg(any(
-    feature = "postgres",
-    feature = "redis",
-    feature = "docker",
-    feature = "ovs"
+    feature = "postgres_database",
+    feature = "api_key",
+    feature = "container",
+    feature = "switch_port"
 ))]
 fn fixture_with(name: &str, fields: &[(&str, serde_json::Value)]) -> Vec<u8> {
     let mut body: serde_json::Value = serde_json::from_slice(&helpers::fixture(name)).unwrap();

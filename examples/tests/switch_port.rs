@@ -5,14 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use webhook::manager::ResourceManager;
 use webhook::contract::reservation::{Parameters, Reservation, Resource, User};
+use webhook::manager::ResourceManager;
 
 use crate::backends::ovs::Ovs;
 use crate::helpers::{fixture, json, spawn_app_with};
 
 #[allow(dead_code)]
-#[path = "../../examples/switch_port.rs"]
+#[path = "../switch_port.rs"]
 mod example;
 
 use example::{

@@ -6,14 +6,14 @@ use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use serde_json::json;
-use webhook::manager::ResourceManager;
 use webhook::contract::reservation::{Parameters, Reservation, Resource, User};
+use webhook::manager::ResourceManager;
 
 use crate::backends::redis::{ADMIN_USER, Redis};
 use crate::helpers;
 
 #[allow(dead_code)]
-#[path = "../../examples/api_key.rs"]
+#[path = "../api_key.rs"]
 mod example;
 
 use example::{ApiKey, Settings};

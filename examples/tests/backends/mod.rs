@@ -5,13 +5,13 @@
 use std::net::TcpListener;
 use std::path::Path;
 
-#[cfg(feature = "docker")]
+#[cfg(feature = "container")]
 pub mod docker;
-#[cfg(feature = "ovs")]
+#[cfg(feature = "switch_port")]
 pub mod ovs;
-#[cfg(feature = "postgres")]
+#[cfg(feature = "postgres_database")]
 pub mod postgres;
-#[cfg(feature = "redis")]
+#[cfg(feature = "api_key")]
 pub mod redis;
 
 /// Installs every backend the examples need.

@@ -4,14 +4,14 @@
 use std::sync::Arc;
 
 use serde_json::json;
-use webhook::manager::ResourceManager;
 use webhook::contract::reservation::{Parameters, Reservation, Resource, User};
+use webhook::manager::ResourceManager;
 
 use crate::backends::postgres::Postgres;
 use crate::helpers;
 
 #[allow(dead_code)]
-#[path = "../../examples/postgres_database.rs"]
+#[path = "../postgres_database.rs"]
 mod example;
 
 use example::{PostgresDatabase, Settings};

@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use bollard::query_parameters::StopContainerOptionsBuilder;
 use chrono::{TimeZone, Utc};
-use webhook::manager::ResourceManager;
 use webhook::contract::reservation::{Parameters, Reservation, Resource, User};
+use webhook::manager::ResourceManager;
 
 use crate::backends::docker::{Engine, IMAGE, Kind};
 use crate::helpers::{json, spawn_app_with};
 
 #[allow(dead_code)]
-#[path = "../../examples/container.rs"]
+#[path = "../container.rs"]
 mod example;
 
 use example::{

@@ -65,7 +65,9 @@
 //! session also starts with its own `role`, read-write default, timeouts (none, but a
 //! minute for a lock) and no `local_preload_libraries`, whatever the owner of the database
 //! it connects to set there; these outrank the same settings in `PG_ADMIN_URL`'s `options`
-//! or on the admin role.
+//! or on the admin role. To clean up in another booking's database, `release` lifts for
+//! that moment a connection limit or `ALLOW_CONNECTIONS false` that its owner set there,
+//! then puts them back; a database that its owner made a template is dropped all the same.
 //!
 //! PostgreSQL shows every role's name to every role (`pg_roles`), and this cannot be
 //! hidden. The names therefore carry only the booking id, never who booked.
@@ -491,11 +493,24 @@ impl ResourceManager for PostgresDatabase {
                 .map_err(|e| sql_error("lock the database role", e))?;
         }
         for name in &databases {
+            let database = escape_identifier(name);
+            // PostgreSQL drops no template, and an owner may make their database one.
+            let template = client
+                .query_opt(
+                    "SELECT FROM pg_catalog.pg_database \
+                     WHERE datname OPERATOR(pg_catalog.=) $1 AND datistemplate",
+                    &[name],
+                )
+                .await
+                .map_err(|e| sql_error("look up the database", e))?;
+            if template.is_some() {
+                client
+                    .batch_execute(&format!("ALTER DATABASE {database} IS_TEMPLATE false"))
+                    .await
+                    .map_err(|e| sql_error("make the database no template", e))?;
+            }
             client
-                .batch_execute(&format!(
-                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                    escape_identifier(name)
-                ))
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
                 .await
                 .map_err(|e| sql_error("drop the database", e))?;
         }
@@ -540,32 +555,69 @@ impl PostgresDatabase {
     /// `DROP OWNED BY` the role in every database other than the admin's where it owns
     /// objects or holds privileges (another booking's user may grant it some), or that it
     /// could connect to; else `DROP ROLE` would fail on them.
+    ///
+    /// The owner of such a database, another booking's user, may have closed it to the
+    /// admin: a connection limit binds every role but superusers, and `ALLOW_CONNECTIONS
+    /// false` (set from a session on some other database) binds all. The admin may alter
+    /// what the roles it created own, so it lifts both for the moment it needs and then puts
+    /// back what the owner chose. An owner who keeps closing it again from an open session
+    /// can still fail the step, to be retried, until their own release drops the database.
+    /// A closed database counts only where the role has something, so that one `configure`
+    /// has just created, closed until PUBLIC has lost CONNECT, is never opened early.
     async fn drop_owned_elsewhere(&self, client: &Client, role: &str) -> Result<(), ManagerError> {
         let rows = client
             .query(
-                "SELECT d.datname::text FROM pg_catalog.pg_database d \
-                 WHERE d.datallowconn \
+                "SELECT d.datname::text, d.datallowconn, d.datconnlimit \
+                 FROM pg_catalog.pg_database d \
+                 WHERE (d.datallowconn OR pg_catalog.starts_with(d.datname::text, $2)) \
                    AND d.datname OPERATOR(pg_catalog.<>) pg_catalog.current_database() \
-                   AND (pg_catalog.has_database_privilege($1::pg_catalog.name, d.oid, 'CONNECT') \
+                   AND (d.datallowconn \
+                        AND pg_catalog.has_database_privilege($1::pg_catalog.name, d.oid, 'CONNECT') \
                         OR d.oid OPERATOR(pg_catalog.=) ANY (\
                           SELECT s.dbid FROM pg_catalog.pg_shdepend s \
                           JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) s.refobjid \
                           WHERE s.refclassid OPERATOR(pg_catalog.=) \
                                 'pg_catalog.pg_authid'::pg_catalog.regclass \
                             AND r.rolname OPERATOR(pg_catalog.=) $1::pg_catalog.name))",
-                &[&role],
+                &[&role, &PREFIX],
             )
             .await
             .map_err(|e| sql_error("find the role's objects", e))?;
         for row in rows {
-            let database: &str = row.get(0);
+            let (database, allow, limit): (&str, bool, i32) = (row.get(0), row.get(1), row.get(2));
+            let name = escape_identifier(database);
+            // Only a booking's, whose owner is a booking's role. A limit of -2 marks a
+            // database a DROP left half done, which takes no connection and no ALTER.
+            let reopen = database.starts_with(PREFIX) && limit >= -1 && (!allow || limit >= 0);
+            if reopen {
+                client
+                    .batch_execute(&format!(
+                        "ALTER DATABASE {name} ALLOW_CONNECTIONS true CONNECTION LIMIT -1"
+                    ))
+                    .await
+                    .map_err(|e| sql_error("open another database to the admin", e))?;
+            }
             let mut config = self.admin.clone();
             config.dbname(database);
-            connect(&config)
-                .await?
-                .batch_execute(&format!("DROP OWNED BY {}", escape_identifier(role)))
-                .await
-                .map_err(|e| sql_error("drop the role's objects in another database", e))?;
+            let dropped = match connect(&config).await {
+                Ok(session) => session
+                    .batch_execute(&format!("DROP OWNED BY {}", escape_identifier(role)))
+                    .await
+                    .map_err(|e| sql_error("drop the role's objects in another database", e)),
+                Err(e) => Err(e),
+            };
+            let restored = if reopen {
+                client
+                    .batch_execute(&format!(
+                        "ALTER DATABASE {name} ALLOW_CONNECTIONS {allow} CONNECTION LIMIT {limit}"
+                    ))
+                    .await
+                    .map_err(|e| sql_error("close another database again", e))
+            } else {
+                Ok(())
+            };
+            dropped?;
+            restored?;
         }
         Ok(())
     }

@@ -608,3 +608,118 @@ async fn settings_a_booking_puts_on_its_own_role_do_not_reach_the_admin() {
     first.expect("release 1");
     assert_eq!(booking_objects(&pg).await, Vec::<String>::new());
 }
+
+/// A manager whose admin, `webhook`, is no superuser but has what the example's header asks,
+/// and is a member of the roles of `bookings`, made beforehand (PostgreSQL 15 and earlier do
+/// not make a role's creator a member of it).
+async fn unprivileged_manager(pg: &Postgres, bookings: &[&str]) -> PostgresDatabase {
+    let admin = pg.admin().await;
+    admin
+        .batch_execute(
+            "CREATE ROLE webhook LOGIN CREATEROLE CREATEDB; \
+             GRANT pg_signal_backend TO webhook; \
+             GRANT SET ON PARAMETER temp_file_limit TO webhook; \
+             GRANT CONNECT ON DATABASE postgres TO webhook; \
+             REVOKE CONNECT, TEMPORARY ON DATABASE postgres, template1 FROM PUBLIC",
+        )
+        .await
+        .unwrap();
+    for id in bookings {
+        admin
+            .batch_execute(&format!(
+                "CREATE ROLE booking_{id} NOLOGIN; \
+                 GRANT booking_{id} TO webhook WITH ADMIN OPTION"
+            ))
+            .await
+            .unwrap();
+    }
+    let mut settings = settings(pg);
+    settings.pg_admin_url = pg.socket_url("webhook", "postgres").into();
+    PostgresDatabase::new(settings)
+        .await
+        .expect("the manager connects")
+}
+
+#[tokio::test]
+async fn an_owner_who_closes_their_database_does_not_stop_another_release() {
+    // Arrange: an owner may set their database's connection limit, which binds every role
+    // but superusers, and, from a session on another database (here one whose owner granted
+    // them CONNECT), refuse all connections, superusers' too.
+    let pg = Postgres::start();
+    let manager = unprivileged_manager(&pg, &["1", "2", "10", "11"]).await;
+    let attacker = booked(&pg, &manager, "1", None).await;
+    attacker
+        .batch_execute("CREATE TABLE shared (x int)")
+        .await
+        .unwrap();
+    booked(&pg, &manager, "2", None)
+        .await
+        .batch_execute("GRANT CONNECT ON DATABASE booking_2 TO booking_1")
+        .await
+        .unwrap();
+    let elsewhere = booked(&pg, &manager, "1", Some("booking_2")).await;
+    let mut failed = Vec::new();
+    for (id, session, closing, kept) in [
+        ("10", &attacker, "CONNECTION LIMIT 0", (true, 0)),
+        ("11", &elsewhere, "ALLOW_CONNECTIONS false", (false, -1)),
+    ] {
+        granted_a_table(&manager, &attacker, id).await;
+        session
+            .batch_execute(&format!("ALTER DATABASE booking_1 {closing}"))
+            .await
+            .unwrap_or_else(|e| panic!("{closing}: {e}"));
+
+        // Act
+        let released = manager.release(&booking(id, None, &[])).await;
+
+        // Assert: later, all at once, so that every way that gets through shows.
+        let database: (bool, i32) = {
+            let row = pg
+                .admin()
+                .await
+                .query_one(
+                    "SELECT datallowconn, datconnlimit FROM pg_catalog.pg_database \
+                     WHERE datname = 'booking_1'",
+                    &[],
+                )
+                .await
+                .unwrap();
+            (row.get(0), row.get(1))
+        };
+        elsewhere
+            .batch_execute("ALTER DATABASE booking_1 ALLOW_CONNECTIONS true CONNECTION LIMIT -1")
+            .await
+            .unwrap();
+        if let Err(e) = released {
+            failed.push(format!("{closing}: {e:?}"));
+        } else if role_exists(&pg, &format!("booking_{id}")).await {
+            failed.push(format!("{closing}: the role is left"));
+        } else if database != kept {
+            failed.push(format!("{closing}: the database is left {database:?}"));
+        }
+    }
+    assert!(failed.is_empty(), "{failed:#?}");
+    for id in ["1", "2"] {
+        manager.release(&booking(id, None, &[])).await.unwrap();
+    }
+    assert_eq!(booking_objects(&pg).await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_database_its_owner_made_a_template_and_closed_is_still_dropped() {
+    // Arrange: PostgreSQL refuses to drop a template database; an owner may make theirs one.
+    let pg = Postgres::start();
+    let manager = manager(&pg).await;
+    let owner = booked(&pg, &manager, "1", None).await;
+    owner
+        .batch_execute("ALTER DATABASE booking_1 IS_TEMPLATE true CONNECTION LIMIT 0")
+        .await
+        .unwrap();
+
+    // Act
+    let released = manager.release(&booking("1", None, &[])).await;
+
+    // Assert
+    released.expect("release succeeds");
+    assert_eq!(booking_objects(&pg).await, Vec::<String>::new());
+}

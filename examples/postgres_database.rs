@@ -61,7 +61,13 @@
 //! connections and opened only once PUBLIC has lost CONNECT, so no other role slips in
 //! between. The admin session pins its `search_path` to `pg_catalog, pg_temp` and names
 //! every function and operator with its schema, so that nothing a user creates in a schema
-//! open to them (`public` on PostgreSQL 14) can run with the admin's rights.
+//! open to them (`public` on PostgreSQL 14) can run with the admin's rights. Every admin
+//! session also starts with its own `role`, read-write default, timeouts (none, but a
+//! minute for a lock) and no `local_preload_libraries`, whatever the owner of the database
+//! it connects to set there; these outrank the same settings in `PG_ADMIN_URL`'s `options`
+//! or on the admin role. To clean up in another booking's database, `release` lifts for
+//! that moment a connection limit or `ALLOW_CONNECTIONS false` that its owner set there,
+//! then puts them back; a database that its owner made a template is dropped all the same.
 //!
 //! PostgreSQL shows every role's name to every role (`pg_roles`), and this cannot be
 //! hidden. The names therefore carry only the booking id, never who booked.
@@ -108,6 +114,38 @@ const MAX_HOST_CHARS: usize = 100;
 const PREFIX: &str = "booking_";
 /// Run first in every admin session: nothing outside the system catalog is looked up.
 const PIN_SEARCH_PATH: &str = "SET search_path = pg_catalog, pg_temp";
+/// What every admin session starts with, whatever is set on the database it connects to.
+///
+/// The owner of a database, and so every booking's user, may `ALTER DATABASE … SET` any
+/// parameter an ordinary role may change, and every session on that database starts with
+/// it, the admin's too when it connects there to `DROP OWNED`: a read-only default or a
+/// timeout of a millisecond would fail that step on every retry, `role` would run it as
+/// another role (a superuser may become any). These go in the startup packet (`options`),
+/// which outranks the database's settings and acts before the session starts: a `SET`
+/// afterwards would come too late for a `local_preload_libraries` naming a missing library,
+/// which refuses the session, for a timeout that ends the first statement, and for `role`,
+/// to which `RESET ROLE` returns. They also outrank `PG_ADMIN_URL`'s `options` and the admin
+/// role's own settings. The other parameters a role may set change nothing the admin runs.
+/// A role's settings (`ALTER ROLE … SET`) apply to sessions logged in as that role only,
+/// and a booking's role may set no role's but its own, so they never reach the admin.
+///
+/// A booking's open transaction can hold a lock the admin needs (on a catalog row of a
+/// table the released role was granted, say) as long as it likes; `lock_timeout` then
+/// fails the step, to be retried, rather than leave it waiting for ever.
+/// `transaction_timeout` exists from PostgreSQL 17 on: each name goes only to a server that
+/// knows it, since an unknown one refuses the session.
+const SESSION_SETTINGS: &[(&str, &str)] = &[
+    ("search_path", "pg_catalog,pg_temp"),
+    ("role", "none"),
+    ("default_transaction_read_only", "off"),
+    ("statement_timeout", "0"),
+    ("lock_timeout", "1min"),
+    ("transaction_timeout", "0"),
+    ("idle_in_transaction_session_timeout", "0"),
+    ("idle_session_timeout", "0"),
+    ("tcp_user_timeout", "0"),
+    ("local_preload_libraries", ""),
+];
 
 /// The manager `src/main.rs` runs when this example is the project's `src/resource.rs`.
 pub type Manager = PostgresDatabase;
@@ -254,6 +292,35 @@ impl PostgresDatabase {
         if admin.get_connect_timeout().is_none() {
             admin.connect_timeout(Duration::from_secs(5));
         }
+        // A session on the admin's own database, which no booking owns, so its settings are
+        // the operator's: only to learn which of the settings the server knows.
+        let known: Vec<String> = connect(&admin)
+            .await
+            .context("cannot connect to PostgreSQL with PG_ADMIN_URL")?
+            .query(
+                // Not pg_settings, which leaves out `role`.
+                "SELECT name FROM pg_catalog.unnest($1::pg_catalog.text[]) name \
+                 WHERE pg_catalog.current_setting(name, true) IS NOT NULL",
+                &[&SESSION_SETTINGS
+                    .iter()
+                    .map(|(name, _)| *name)
+                    .collect::<Vec<_>>()],
+            )
+            .await
+            .context("cannot list the server's settings")?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let options = SESSION_SETTINGS
+            .iter()
+            .filter(|(name, _)| known.iter().any(|k| k == name))
+            .map(|(name, value)| format!("-c {name}={value}"));
+        let options = admin
+            .get_options()
+            .into_iter()
+            .map(str::to_owned)
+            .chain(options);
+        admin.options(options.collect::<Vec<_>>().join(" "));
         let manager = Self {
             settings,
             admin,
@@ -317,7 +384,8 @@ impl PostgresDatabase {
     }
 }
 
-/// A new admin session on `config`, its `search_path` pinned before any other statement.
+/// A new admin session on `config`, its `search_path` pinned before any other statement
+/// (again, after [`SESSION_SETTINGS`], but the first session has none).
 async fn connect(config: &tokio_postgres::Config) -> Result<Client, ManagerError> {
     let (client, connection) = config.connect(NoTls).await.map_err(|e| {
         ManagerError::transient("the database server cannot be reached").with_source(e)
@@ -424,11 +492,24 @@ impl ResourceManager for PostgresDatabase {
                 .map_err(|e| sql_error("lock the database role", e))?;
         }
         for name in &databases {
+            let database = escape_identifier(name);
+            // PostgreSQL drops no template, and an owner may make their database one.
+            let template = client
+                .query_opt(
+                    "SELECT FROM pg_catalog.pg_database \
+                     WHERE datname OPERATOR(pg_catalog.=) $1 AND datistemplate",
+                    &[name],
+                )
+                .await
+                .map_err(|e| sql_error("look up the database", e))?;
+            if template.is_some() {
+                client
+                    .batch_execute(&format!("ALTER DATABASE {database} IS_TEMPLATE false"))
+                    .await
+                    .map_err(|e| sql_error("make the database no template", e))?;
+            }
             client
-                .batch_execute(&format!(
-                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                    escape_identifier(name)
-                ))
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
                 .await
                 .map_err(|e| sql_error("drop the database", e))?;
         }
@@ -473,32 +554,69 @@ impl PostgresDatabase {
     /// `DROP OWNED BY` the role in every database other than the admin's where it owns
     /// objects or holds privileges (another booking's user may grant it some), or that it
     /// could connect to; else `DROP ROLE` would fail on them.
+    ///
+    /// The owner of such a database, another booking's user, may have closed it to the
+    /// admin: a connection limit binds every role but superusers, and `ALLOW_CONNECTIONS
+    /// false` (set from a session on some other database) binds all. The admin may alter
+    /// what the roles it created own, so it lifts both for the moment it needs and then puts
+    /// back what the owner chose. An owner who keeps closing it again from an open session
+    /// can still fail the step, to be retried, until their own release drops the database.
+    /// A closed database counts only where the role has something, so that one `configure`
+    /// has just created, closed until PUBLIC has lost CONNECT, is never opened early.
     async fn drop_owned_elsewhere(&self, client: &Client, role: &str) -> Result<(), ManagerError> {
         let rows = client
             .query(
-                "SELECT d.datname::text FROM pg_catalog.pg_database d \
-                 WHERE d.datallowconn \
+                "SELECT d.datname::text, d.datallowconn, d.datconnlimit \
+                 FROM pg_catalog.pg_database d \
+                 WHERE (d.datallowconn OR pg_catalog.starts_with(d.datname::text, $2)) \
                    AND d.datname OPERATOR(pg_catalog.<>) pg_catalog.current_database() \
-                   AND (pg_catalog.has_database_privilege($1::pg_catalog.name, d.oid, 'CONNECT') \
+                   AND (d.datallowconn \
+                        AND pg_catalog.has_database_privilege($1::pg_catalog.name, d.oid, 'CONNECT') \
                         OR d.oid OPERATOR(pg_catalog.=) ANY (\
                           SELECT s.dbid FROM pg_catalog.pg_shdepend s \
                           JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) s.refobjid \
                           WHERE s.refclassid OPERATOR(pg_catalog.=) \
                                 'pg_catalog.pg_authid'::pg_catalog.regclass \
                             AND r.rolname OPERATOR(pg_catalog.=) $1::pg_catalog.name))",
-                &[&role],
+                &[&role, &PREFIX],
             )
             .await
             .map_err(|e| sql_error("find the role's objects", e))?;
         for row in rows {
-            let database: &str = row.get(0);
+            let (database, allow, limit): (&str, bool, i32) = (row.get(0), row.get(1), row.get(2));
+            let name = escape_identifier(database);
+            // Only a booking's, whose owner is a booking's role. A limit of -2 marks a
+            // database a DROP left half done, which takes no connection and no ALTER.
+            let reopen = database.starts_with(PREFIX) && limit >= -1 && (!allow || limit >= 0);
+            if reopen {
+                client
+                    .batch_execute(&format!(
+                        "ALTER DATABASE {name} ALLOW_CONNECTIONS true CONNECTION LIMIT -1"
+                    ))
+                    .await
+                    .map_err(|e| sql_error("open another database to the admin", e))?;
+            }
             let mut config = self.admin.clone();
             config.dbname(database);
-            connect(&config)
-                .await?
-                .batch_execute(&format!("DROP OWNED BY {}", escape_identifier(role)))
-                .await
-                .map_err(|e| sql_error("drop the role's objects in another database", e))?;
+            let dropped = match connect(&config).await {
+                Ok(session) => session
+                    .batch_execute(&format!("DROP OWNED BY {}", escape_identifier(role)))
+                    .await
+                    .map_err(|e| sql_error("drop the role's objects in another database", e)),
+                Err(e) => Err(e),
+            };
+            let restored = if reopen {
+                client
+                    .batch_execute(&format!(
+                        "ALTER DATABASE {name} ALLOW_CONNECTIONS {allow} CONNECTION LIMIT {limit}"
+                    ))
+                    .await
+                    .map_err(|e| sql_error("close another database again", e))
+            } else {
+                Ok(())
+            };
+            dropped?;
+            restored?;
         }
         Ok(())
     }

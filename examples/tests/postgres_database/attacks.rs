@@ -467,3 +467,259 @@ async fn release_drops_a_role_that_owns_objects_and_was_granted_some_elsewhere()
         .expect("release");
     assert_eq!(booking_objects(&pg).await, Vec::<String>::new());
 }
+
+/// Configures booking `id` for someone else; the attacker (booking 1) grants its role a table
+/// in booking 1's database, so that the release must clean there.
+async fn granted_a_table(manager: &PostgresDatabase, attacker: &tokio_postgres::Client, id: &str) {
+    manager
+        .configure(&booking(id, Some("victim"), &[]))
+        .await
+        .expect("configure");
+    attacker
+        .batch_execute(&format!("GRANT SELECT ON shared TO booking_{id}"))
+        .await
+        .expect("granted");
+}
+
+/// Whether the role `name` exists.
+async fn role_exists(pg: &Postgres, name: &str) -> bool {
+    pg.admin()
+        .await
+        .query_one(
+            "SELECT count(*) > 0 FROM pg_catalog.pg_roles WHERE rolname = $1",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn settings_an_owner_puts_on_their_database_do_not_reach_the_admin() {
+    // Arrange: every role that connects to a database, the admin too, starts with what its
+    // owner put there with ALTER DATABASE … SET, unless the session itself says otherwise.
+    // The release of a role that the owner granted something connects there to DROP OWNED.
+    let pg = Postgres::start();
+    let manager = manager(&pg).await;
+    let attacker = booked(&pg, &manager, "1", None).await;
+    attacker
+        .batch_execute("CREATE TABLE shared (x int)")
+        .await
+        .unwrap();
+    let mut failed = Vec::new();
+    // With `true`, the owner also holds, for a second, the catalog row of the table it
+    // granted, which DROP OWNED must change: the admin must wait rather than give up.
+    for (n, (setting, hold)) in [
+        ("default_transaction_read_only = on", false),
+        // A role the admin may become: any role, for a superuser.
+        ("role = booking_1", false),
+        // Not in plugins/: no session of any role starts.
+        ("local_preload_libraries = 'missing'", false),
+        ("statement_timeout = 1", true),
+        ("lock_timeout = 1", true),
+        ("idle_session_timeout = 1", false),
+        ("idle_in_transaction_session_timeout = 1", false),
+        ("search_path = public", false),
+        ("client_min_messages = error", false),
+        ("default_transaction_isolation = serializable", false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = format!("{}", 10 + n);
+        granted_a_table(&manager, &attacker, &id).await;
+        attacker
+            .batch_execute(&format!("ALTER DATABASE booking_1 SET {setting}"))
+            .await
+            .unwrap_or_else(|e| panic!("{setting}: {e}"));
+        if hold {
+            attacker
+                .batch_execute("BEGIN; ALTER TABLE shared ADD COLUMN held int")
+                .await
+                .unwrap();
+        }
+
+        // Act
+        let victim = booking(&id, None, &[]);
+        let (released, ()) = tokio::join!(manager.release(&victim), async {
+            if hold {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                attacker.batch_execute("ROLLBACK").await.unwrap();
+            }
+        });
+
+        // Assert: later, all at once, so that every setting that gets through shows.
+        attacker
+            .batch_execute("ALTER DATABASE booking_1 RESET ALL")
+            .await
+            .unwrap();
+        if let Err(e) = released {
+            failed.push(format!("{setting}: {e:?}"));
+        } else if role_exists(&pg, &format!("booking_{id}")).await {
+            failed.push(format!("{setting}: the role is left"));
+        }
+    }
+    assert!(failed.is_empty(), "{failed:#?}");
+    manager.release(&booking("1", None, &[])).await.unwrap();
+    assert_eq!(booking_objects(&pg).await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn settings_a_booking_puts_on_its_own_role_do_not_reach_the_admin() {
+    // Arrange: a role's settings apply to sessions that log in as it, which the admin never
+    // does, in any database; setting them on another role is refused.
+    let pg = Postgres::start();
+    let manager = manager(&pg).await;
+    let attacker = booked(&pg, &manager, "1", None).await;
+    attacker
+        .batch_execute("CREATE TABLE shared (x int)")
+        .await
+        .unwrap();
+    granted_a_table(&manager, &attacker, "2").await;
+    let victim = booked(&pg, &manager, "3", None).await;
+    granted_a_table(&manager, &attacker, "3").await;
+    let refused = attacker
+        .batch_execute("ALTER ROLE postgres SET default_transaction_read_only = on")
+        .await;
+    assert!(refused.is_err(), "a booking set the admin's own settings");
+    let refused = attacker
+        .batch_execute("ALTER ROLE booking_2 SET default_transaction_read_only = on")
+        .await;
+    assert!(refused.is_err(), "a booking set another booking's settings");
+    for (session, role) in [(&attacker, "booking_1"), (&victim, "booking_3")] {
+        session
+            .batch_execute(&format!(
+                "ALTER ROLE {role} SET default_transaction_read_only = on; \
+                 ALTER ROLE {role} IN DATABASE booking_1 SET statement_timeout = 1; \
+                 ALTER ROLE {role} SET local_preload_libraries = 'missing'"
+            ))
+            .await
+            .expect("a role may set its own");
+    }
+
+    // Act
+    let second = manager.release(&booking("2", None, &[])).await;
+    let third = manager.release(&booking("3", None, &[])).await;
+    let first = manager.release(&booking("1", None, &[])).await;
+
+    // Assert
+    second.expect("release 2");
+    third.expect("release 3");
+    first.expect("release 1");
+    assert_eq!(booking_objects(&pg).await, Vec::<String>::new());
+}
+
+/// A manager whose admin, `webhook`, is no superuser but has what the example's header asks,
+/// and is a member of the roles of `bookings`, made beforehand (PostgreSQL 15 and earlier do
+/// not make a role's creator a member of it).
+async fn unprivileged_manager(pg: &Postgres, bookings: &[&str]) -> PostgresDatabase {
+    let admin = pg.admin().await;
+    admin
+        .batch_execute(
+            "CREATE ROLE webhook LOGIN CREATEROLE CREATEDB; \
+             GRANT pg_signal_backend TO webhook; \
+             GRANT SET ON PARAMETER temp_file_limit TO webhook; \
+             GRANT CONNECT ON DATABASE postgres TO webhook; \
+             REVOKE CONNECT, TEMPORARY ON DATABASE postgres, template1 FROM PUBLIC",
+        )
+        .await
+        .unwrap();
+    for id in bookings {
+        admin
+            .batch_execute(&format!(
+                "CREATE ROLE booking_{id} NOLOGIN; \
+                 GRANT booking_{id} TO webhook WITH ADMIN OPTION"
+            ))
+            .await
+            .unwrap();
+    }
+    let mut settings = settings(pg);
+    settings.pg_admin_url = pg.socket_url("webhook", "postgres").into();
+    PostgresDatabase::new(settings)
+        .await
+        .expect("the manager connects")
+}
+
+#[tokio::test]
+async fn an_owner_who_closes_their_database_does_not_stop_another_release() {
+    // Arrange: an owner may set their database's connection limit, which binds every role
+    // but superusers, and, from a session on another database (here one whose owner granted
+    // them CONNECT), refuse all connections, superusers' too.
+    let pg = Postgres::start();
+    let manager = unprivileged_manager(&pg, &["1", "2", "10", "11"]).await;
+    let attacker = booked(&pg, &manager, "1", None).await;
+    attacker
+        .batch_execute("CREATE TABLE shared (x int)")
+        .await
+        .unwrap();
+    booked(&pg, &manager, "2", None)
+        .await
+        .batch_execute("GRANT CONNECT ON DATABASE booking_2 TO booking_1")
+        .await
+        .unwrap();
+    let elsewhere = booked(&pg, &manager, "1", Some("booking_2")).await;
+    let mut failed = Vec::new();
+    for (id, session, closing, kept) in [
+        ("10", &attacker, "CONNECTION LIMIT 0", (true, 0)),
+        ("11", &elsewhere, "ALLOW_CONNECTIONS false", (false, -1)),
+    ] {
+        granted_a_table(&manager, &attacker, id).await;
+        session
+            .batch_execute(&format!("ALTER DATABASE booking_1 {closing}"))
+            .await
+            .unwrap_or_else(|e| panic!("{closing}: {e}"));
+
+        // Act
+        let released = manager.release(&booking(id, None, &[])).await;
+
+        // Assert: later, all at once, so that every way that gets through shows.
+        let database: (bool, i32) = {
+            let row = pg
+                .admin()
+                .await
+                .query_one(
+                    "SELECT datallowconn, datconnlimit FROM pg_catalog.pg_database \
+                     WHERE datname = 'booking_1'",
+                    &[],
+                )
+                .await
+                .unwrap();
+            (row.get(0), row.get(1))
+        };
+        elsewhere
+            .batch_execute("ALTER DATABASE booking_1 ALLOW_CONNECTIONS true CONNECTION LIMIT -1")
+            .await
+            .unwrap();
+        if let Err(e) = released {
+            failed.push(format!("{closing}: {e:?}"));
+        } else if role_exists(&pg, &format!("booking_{id}")).await {
+            failed.push(format!("{closing}: the role is left"));
+        } else if database != kept {
+            failed.push(format!("{closing}: the database is left {database:?}"));
+        }
+    }
+    assert!(failed.is_empty(), "{failed:#?}");
+    for id in ["1", "2"] {
+        manager.release(&booking(id, None, &[])).await.unwrap();
+    }
+    assert_eq!(booking_objects(&pg).await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_database_its_owner_made_a_template_and_closed_is_still_dropped() {
+    // Arrange: PostgreSQL refuses to drop a template database; an owner may make theirs one.
+    let pg = Postgres::start();
+    let manager = manager(&pg).await;
+    let owner = booked(&pg, &manager, "1", None).await;
+    owner
+        .batch_execute("ALTER DATABASE booking_1 IS_TEMPLATE true CONNECTION LIMIT 0")
+        .await
+        .unwrap();
+
+    // Act
+    let released = manager.release(&booking("1", None, &[])).await;
+
+    // Assert
+    released.expect("release succeeds");
+    assert_eq!(booking_objects(&pg).await, Vec::<String>::new());
+}

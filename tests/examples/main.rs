@@ -1,6 +1,6 @@
 //! The example managers in `examples/`, each against its real backend, which the test
 //! starts itself. Each module runs only with its feature: `cargo test --features postgres`,
-//! or `--all-features` for all four.
+//! or `--all-features` for all of them.
 
 #[allow(dead_code)]
 #[path = "../api/helpers.rs"]
@@ -21,8 +21,11 @@ mod container;
 #[cfg(feature = "ovs")]
 mod switch_port;
 
+#[cfg(feature = "libvirt")]
+mod virtual_machine;
+
 /// Settings as the `(name, value)` pairs the examples' `from_vars` take.
-#[cfg(any(feature = "postgres", feature = "redis"))]
+#[cfg(any(feature = "postgres", feature = "redis", feature = "libvirt"))]
 fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()
@@ -36,7 +39,8 @@ fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     feature = "postgres",
     feature = "redis",
     feature = "docker",
-    feature = "ovs"
+    feature = "ovs",
+    feature = "libvirt"
 ))]
 fn fixture_with(name: &str, fields: &[(&str, serde_json::Value)]) -> Vec<u8> {
     let mut body: serde_json::Value = serde_json::from_slice(&helpers::fixture(name)).unwrap();

@@ -7,6 +7,8 @@ use std::path::Path;
 
 #[cfg(feature = "docker")]
 pub mod docker;
+#[cfg(feature = "libvirt")]
+pub mod libvirt;
 #[cfg(feature = "ovs")]
 pub mod ovs;
 #[cfg(feature = "postgres")]

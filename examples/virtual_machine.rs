@@ -53,6 +53,9 @@
 //! | `VM_MAX_MEMORY` | `4g` | most memory a booking may ask for |
 //! | `VM_ADDRESS_WAIT` | `30s` | how long `configure` waits for the VM's DHCP lease on a libvirt network before it answers without the address |
 //! | `VM_ACCESS` | unset | how users reach the VMs, told to them as it is, e.g. `ssh -J jump.example.org` (at most 200 characters) |
+//! | `VM_KERNEL` | unset | absolute path of a kernel on the libvirt host to boot directly, for base images without a boot loader; else the disk boots |
+//! | `VM_INITRD` | unset | with `VM_KERNEL`: absolute path of its initramfs |
+//! | `VM_KERNEL_ARGS` | unset | with `VM_KERNEL`: its command line, e.g. `root=/dev/vda1 console=ttyS0` |
 //!
 //! # The host
 //! - The account the webhook runs as needs the libvirt connection: on `qemu:///system`
@@ -199,6 +202,16 @@ pub struct Settings {
     pub max_memory_mib: u64,
     pub address_wait: Duration,
     pub access: Option<String>,
+    /// Direct kernel boot: the kernel, its initramfs and command line.
+    pub kernel: Option<Kernel>,
+}
+
+/// A kernel QEMU boots directly, instead of the disk's boot loader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kernel {
+    pub path: String,
+    pub initrd: Option<String>,
+    pub args: Option<String>,
 }
 
 /// The settings as the environment spells them.
@@ -229,6 +242,12 @@ struct Vars {
     vm_address_wait: String,
     #[serde(default)]
     vm_access: Option<String>,
+    #[serde(default)]
+    vm_kernel: Option<String>,
+    #[serde(default)]
+    vm_initrd: Option<String>,
+    #[serde(default)]
+    vm_kernel_args: Option<String>,
 }
 
 fn default_uri() -> String {
@@ -303,6 +322,19 @@ impl Settings {
             address_wait: humantime::parse_duration(v.vm_address_wait.trim())
                 .map_err(|_| anyhow::anyhow!("VM_ADDRESS_WAIT must be a duration such as 30s"))?,
             access: v.vm_access.filter(|a| !a.trim().is_empty()),
+            kernel: match (
+                v.vm_kernel.filter(|k| !k.is_empty()),
+                v.vm_initrd,
+                v.vm_kernel_args,
+            ) {
+                (Some(path), initrd, args) => Some(Kernel {
+                    path,
+                    initrd: initrd.filter(|i| !i.is_empty()),
+                    args: args.filter(|a| !a.is_empty()),
+                }),
+                (None, None, None) => None,
+                (None, _, _) => anyhow::bail!("VM_INITRD and VM_KERNEL_ARGS need VM_KERNEL"),
+            },
         };
         settings.check()?;
         Ok(settings)
@@ -338,6 +370,21 @@ impl Settings {
             "VM_DEFAULT_MEMORY must be from 64m to VM_MAX_MEMORY"
         );
         anyhow::ensure!(self.disk_bytes > 0, "VM_DISK_SIZE must be more than 0");
+        if let Some(kernel) = &self.kernel {
+            let path = |p: &str| p.starts_with('/') && !p.chars().any(char::is_control);
+            anyhow::ensure!(path(&kernel.path), "VM_KERNEL must be an absolute path");
+            anyhow::ensure!(
+                kernel.initrd.as_deref().is_none_or(path),
+                "VM_INITRD must be an absolute path"
+            );
+            anyhow::ensure!(
+                kernel
+                    .args
+                    .as_deref()
+                    .is_none_or(|a| !a.chars().any(char::is_control)),
+                "VM_KERNEL_ARGS must be one line"
+            );
+        }
         if let Some(access) = &self.access {
             anyhow::ensure!(
                 access.chars().count() <= MAX_ACCESS_CHARS && !access.chars().any(char::is_control),
@@ -686,7 +733,7 @@ impl Settings {
   <metadata><{prefix}:booking xmlns:{prefix}='{uri}'><{prefix}:id>{id}</{prefix}:id><{prefix}:user>{user}</{prefix}:user><{prefix}:end>{end}</{prefix}:end></{prefix}:booking></metadata>
   <memory unit='MiB'>{memory}</memory>
   <vcpu>{vcpus}</vcpu>
-  <os><type>hvm</type><boot dev='hd'/></os>
+  <os><type>hvm</type>{boot}</os>
   <features><acpi/><apic/></features>
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>restart</on_reboot>
@@ -710,7 +757,23 @@ impl Settings {
             vcpus = request.vcpus,
             overlay = xml_escape(overlay),
             seed = xml_escape(seed),
+            boot = self.boot_xml(),
         )
+    }
+
+    /// How the VM boots: from its disk, or a kernel given to QEMU.
+    fn boot_xml(&self) -> String {
+        let Some(kernel) = &self.kernel else {
+            return "<boot dev='hd'/>".into();
+        };
+        let mut xml = format!("<kernel>{}</kernel>", xml_escape(&kernel.path));
+        if let Some(initrd) = &kernel.initrd {
+            xml.push_str(&format!("<initrd>{}</initrd>", xml_escape(initrd)));
+        }
+        if let Some(args) = &kernel.args {
+            xml.push_str(&format!("<cmdline>{}</cmdline>", xml_escape(args)));
+        }
+        xml
     }
 
     /// The overlay volume's XML: a qcow2 whose backing store is the base image.

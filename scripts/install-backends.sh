@@ -3,7 +3,8 @@
 # PostgreSQL, Redis, Open vSwitch, the Docker and Podman engines, and libvirt with QEMU. The
 # tests start and stop their own instances in temporary directories; nothing here starts a
 # service. openssl makes the certificates of the ledger's TLS test; libvirt-dev is what the
-# `libvirt` feature's bindings link against.
+# `libvirt` feature's bindings link against; a kernel, busybox and cpio make the initramfs
+# that a test's VM boots to show it reads its cloud-init seed.
 set -euo pipefail
 
 packages=(
@@ -21,6 +22,8 @@ packages=(
   libvirt-daemon-driver-qemu
   libvirt-clients
   libvirt-dev
+  linux-image-cloud-amd64
+  cpio
 )
 # qemu-system-x86 needs the qemu-utils of its own version; an image that carries a newer one
 # (from backports) blocks it, so qemu-utils is pinned to the version qemu-system-x86 would be

@@ -48,6 +48,7 @@ fn settings(libvirt: &Libvirt) -> Settings {
         max_memory_mib: 256,
         address_wait: Duration::from_secs(1),
         access: None,
+        kernel: None,
     }
 }
 
@@ -618,6 +619,78 @@ async fn hostile_ids_reach_the_metadata_as_text_and_a_vm_without_a_key_says_so()
 }
 
 #[tokio::test]
+async fn a_booked_vm_boots_and_reads_the_users_key_from_its_seed() {
+    // Arrange: the VM boots a Debian kernel whose initramfs prints the seed's user data
+    let libvirt = Libvirt::start();
+    let (kernel, initrd) = libvirt.seed_printer();
+    let manager = VirtualMachine::new(Settings {
+        kernel: Some(example::Kernel {
+            path: kernel.display().to_string(),
+            initrd: Some(initrd.display().to_string()),
+            args: Some("console=ttyS0 panic=-1 quiet".into()),
+        }),
+        ..settings(&libvirt)
+    })
+    .unwrap();
+    let booking = booking("601", &[("memory", "256m")]);
+
+    // Act
+    manager.configure(&booking).await.unwrap();
+
+    // Assert: the guest found the disk labelled cidata, mounted it as FAT, and read the key
+    let vm = domain(&libvirt.connect(), &vm_name("601")).unwrap();
+    let xml = vm.xml_desc(0).unwrap();
+    let serial = xml
+        .split("<serial type='pty'>")
+        .nth(1)
+        .and_then(|rest| rest.split("<source path='").nth(1))
+        .map(|rest| rest[..rest.find('\'').unwrap()].to_owned())
+        .expect("the serial console's pty");
+    let printed = read_until(&serial, "SEED-END", Duration::from_secs(180));
+    let seed = printed
+        .rsplit("SEED-BEGIN")
+        .next()
+        .and_then(|rest| rest.split("SEED-END").next())
+        .unwrap_or_default();
+    assert!(seed.contains(SSH_KEY), "{printed}");
+    assert!(seed.contains("#cloud-config"), "{printed}");
+    manager.release(&booking).await.unwrap();
+}
+
+/// What a pty shows until `marker` follows a `SEED-BEGIN`, or all of it at `within`.
+fn read_until(pty: &str, marker: &str, within: Duration) -> String {
+    use std::io::Read as _;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = pty.to_owned();
+    std::thread::spawn(move || {
+        let Ok(mut tty) = std::fs::File::open(&path) else {
+            return;
+        };
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = tty.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + within;
+    let mut text = String::new();
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(bytes) => text.push_str(&String::from_utf8_lossy(&bytes)),
+            Err(_) => break,
+        }
+        if text
+            .split_once("SEED-BEGIN")
+            .is_some_and(|(_, after)| after.contains(marker))
+        {
+            break;
+        }
+    }
+    text
+}
+
+#[tokio::test]
 async fn ready_answers_while_libvirt_does_and_not_after_it_stops() {
     // Arrange
     let libvirt = Libvirt::start();
@@ -664,6 +737,9 @@ fn settings_refuse_what_could_not_work_or_would_pass_the_offer() {
         ("VM_MAX_MEMORY", "lots"),
         ("VM_ADDRESS_WAIT", "soon"),
         ("VM_ACCESS", "line\nbreak"),
+        ("VM_KERNEL", "vmlinuz"),
+        ("VM_INITRD", "/boot/initrd.img"),
+        ("VM_KERNEL_ARGS", "console=ttyS0"),
     ] {
         assert!(
             with(&[(variable, value)]).is_err(),

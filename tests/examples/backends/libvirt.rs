@@ -20,6 +20,27 @@ pub const POOL: &str = "webhook";
 /// The base image's virtual size.
 pub const BASE_BYTES: u64 = 64 << 20;
 
+/// The static busybox of the initramfs.
+const BUSYBOX: &str = "/bin/busybox";
+/// The kernel modules the initramfs loads to read the seed (with what they need).
+const MODULES: &[&str] = &["virtio_pci", "virtio_blk", "vfat", "nls_cp437", "nls_ascii"];
+/// The initramfs's `/init`.
+const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+for m in virtio_pci virtio_blk vfat nls_cp437 nls_ascii; do modprobe "$m"; done
+i=0
+until dev=$(findfs LABEL=cidata 2>/dev/null); do
+  i=$((i + 1)); [ "$i" -gt 300 ] && break; sleep 0.2
+done
+mount -t vfat -o ro "$dev" /mnt
+while true; do
+  echo SEED-BEGIN; cat /mnt/user-data; echo SEED-END; sleep 1
+done > /dev/ttyS0 2>&1
+"#;
+
 /// A running daemon, stopped (with every domain it runs) and deleted when dropped.
 pub struct Libvirt {
     pub uri: String,
@@ -167,6 +188,86 @@ impl Libvirt {
         if is_root() {
             run(Command::new("chown").arg("nobody:nogroup").arg(file));
         }
+    }
+
+    /// A Debian kernel and an initramfs of busybox and the kernel's virtio and FAT modules
+    /// whose `/init` finds the disk labelled `cidata`, mounts it and prints its `user-data`
+    /// on the serial console between `SEED-BEGIN` and `SEED-END`, again every second.
+    pub fn seed_printer(&self) -> (PathBuf, PathBuf) {
+        super::require(BUSYBOX, "busybox-static");
+        super::require("cpio", "cpio");
+        let kernel = std::fs::read_dir("/boot")
+            .ok()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("vmlinuz-"))
+            })
+            .max()
+            .unwrap_or_else(|| {
+                panic!(
+                    "no kernel in /boot: run `{}` (or `apt-get install -y linux-image-cloud-amd64`)",
+                    super::INSTALL
+                )
+            });
+        let version = kernel.file_name().unwrap().to_str().unwrap()["vmlinuz-".len()..].to_owned();
+        let modules = PathBuf::from("/lib/modules").join(&version);
+        let dep = std::fs::read_to_string(modules.join("modules.dep")).expect("modules.dep");
+        let root = self.scratch("initramfs");
+        for sub in ["bin", "dev", "proc", "sys", "mnt"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        std::fs::copy(BUSYBOX, root.join("bin/busybox")).unwrap();
+        // The modules asked for and those they need, by modules.dep.
+        let mut wanted: Vec<String> = Vec::new();
+        let mut todo: Vec<String> = MODULES.iter().map(|m| (*m).to_owned()).collect();
+        while let Some(module) = todo.pop() {
+            let Some(line) = dep.lines().find(|l| {
+                l.split(':').next().is_some_and(|path| {
+                    let file = path.rsplit('/').next().unwrap_or_default();
+                    file == format!("{module}.ko") || path == module
+                })
+            }) else {
+                continue;
+            };
+            let (path, needs) = line.split_once(':').unwrap();
+            if wanted.iter().any(|w| w == path) {
+                continue;
+            }
+            wanted.push(path.to_owned());
+            todo.extend(needs.split_whitespace().map(String::from));
+        }
+        let target = root.join("lib/modules").join(&version);
+        for path in &wanted {
+            let to = target.join(path);
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(modules.join(path), &to).unwrap();
+        }
+        std::fs::write(target.join("modules.dep"), &dep).unwrap();
+        let init = root.join("init");
+        std::fs::write(&init, INIT).unwrap();
+        run(Command::new("chmod").arg("755").arg(&init));
+        let initrd = self.scratch("initrd.cpio");
+        let list = run(Command::new("find").arg(".").current_dir(&root));
+        let mut cpio = Command::new("cpio")
+            .args(["--quiet", "-o", "-H", "newc"])
+            .current_dir(&root)
+            .stdin(Stdio::piped())
+            .stdout(File::create(&initrd).unwrap())
+            .spawn()
+            .expect("cpio runs");
+        use std::io::Write as _;
+        cpio.stdin
+            .take()
+            .unwrap()
+            .write_all(list.as_bytes())
+            .unwrap();
+        assert!(cpio.wait().unwrap().success(), "cpio failed");
+        self.hand_over(&initrd);
+        (kernel, initrd)
     }
 
     /// The daemon's log so far.

@@ -1,6 +1,6 @@
 //! The example managers in `examples/`, each against its real backend, which the test
 //! starts itself. Each module runs only with its feature: `cargo test --features postgres_database`,
-//! or `--all-features` for all four.
+//! or `--all-features` for all of them.
 
 /// The core's test kit, as the tests here call it.
 mod helpers {
@@ -22,8 +22,15 @@ mod container;
 #[cfg(feature = "switch_port")]
 mod switch_port;
 
+#[cfg(feature = "virtual_machine")]
+mod virtual_machine;
+
 /// Settings as the `(name, value)` pairs the examples' `from_vars` take.
-#[cfg(any(feature = "postgres_database", feature = "api_key"))]
+#[cfg(any(
+    feature = "postgres_database",
+    feature = "api_key",
+    feature = "virtual_machine"
+))]
 fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()
@@ -37,7 +44,8 @@ fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     feature = "postgres_database",
     feature = "api_key",
     feature = "container",
-    feature = "switch_port"
+    feature = "switch_port",
+    feature = "virtual_machine"
 ))]
 fn fixture_with(name: &str, fields: &[(&str, serde_json::Value)]) -> Vec<u8> {
     let mut body: serde_json::Value = serde_json::from_slice(&helpers::fixture(name)).unwrap();

@@ -7,6 +7,8 @@ use std::path::Path;
 
 #[cfg(feature = "container")]
 pub mod docker;
+#[cfg(feature = "virtual_machine")]
+pub mod libvirt;
 #[cfg(feature = "switch_port")]
 pub mod ovs;
 #[cfg(feature = "postgres_database")]

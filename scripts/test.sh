@@ -17,10 +17,21 @@ scripts/setup.sh
 
 section "format and lints"
 cargo fmt --all -- --check
-cargo clippy --locked --all-targets --all-features -- -D warnings
+cargo clippy --locked --workspace --all-targets --all-features -- -D warnings
 
 section "tests"
-cargo test --locked --all-features 2>&1 | tally
+# The core's suites (both ledgers, storm, crashes) and this project's own tests. The
+# examples' real-backend tests need their feature (`--all-features` for all of them); the
+# template repository runs each of them in the project generated with it as its manager.
+if [ -e tests/generation.sh ] && command -v cargo-generate >/dev/null; then
+  cargo test --locked --workspace 2>&1 | tally
+else
+  cargo test --locked --workspace --all-features 2>&1 | tally
+fi
+
+section "the core as a crate of its own"
+RUSTDOCFLAGS="-D warnings" cargo doc --locked -p reservation-webhook-core --no-deps --all-features
+cargo package --locked -p reservation-webhook-core --allow-dirty
 
 # Only the template repository generates projects and fuzzes.
 if [ -e tests/generation.sh ]; then

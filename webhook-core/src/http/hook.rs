@@ -25,7 +25,7 @@ const HOOK_BUDGET_FLOOR: std::time::Duration = std::time::Duration::from_millis(
 
 /// Offers an event to the manager's hook and replies: `ignored` with `reason` when it does not
 /// handle it, `handled` with its message, `failed` (5xx) with its error. A hook still running
-/// after `PROCESSING_BUDGET` (at least [`HOOK_BUDGET_FLOOR`]) is answered 202 and finishes in
+/// after `PROCESSING_BUDGET` (at least `HOOK_BUDGET_FLOOR`) is answered 202 and finishes in
 /// the background.
 pub async fn offer(
     state: Arc<AppState>,

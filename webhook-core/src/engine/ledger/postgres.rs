@@ -10,7 +10,7 @@
 //! booking, and an expired lease (a replica that died) is taken over (decision 9).
 //! Statements are prepared once per connection. One replica at a time leads the timed
 //! polls ([`Store::leads`]). The schema is created and migrated at start-up, idempotently,
-//! in one place ([`SCHEMA`]).
+//! in one place (`SCHEMA`).
 
 use std::sync::LazyLock;
 

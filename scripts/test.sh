@@ -37,6 +37,8 @@ cargo package --locked -p reservation-webhook-core --allow-dirty
 if [ -e tests/generation.sh ]; then
   section "generated projects"
   tests/generation.sh 2>&1 | tally
+  section "upgrading a generated project"
+  tests/upgrade.sh 2>&1 | tally
 fi
 if [ -e scripts/fuzz.sh ]; then
   section "fuzzing (short budget; scripts/fuzz.sh 3600 for an hour per target)"

@@ -18,7 +18,7 @@
 //! # }
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
@@ -48,21 +48,86 @@ static TRACING: LazyLock<()> = LazyLock::new(|| {
     }
 });
 
-/// The senders' fixtures, bundled with the core.
-pub fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
-}
+/// The senders' bodies, byte for byte, bundled with the core at build time
+/// (`fixtures/events/`).
+const FIXTURES: [(&str, &[u8]); 15] = [
+    (
+        "batch_start.json",
+        include_bytes!("../fixtures/events/batch_start.json"),
+    ),
+    (
+        "event_created.json",
+        include_bytes!("../fixtures/events/event_created.json"),
+    ),
+    (
+        "event_deleted.json",
+        include_bytes!("../fixtures/events/event_deleted.json"),
+    ),
+    (
+        "event_end.json",
+        include_bytes!("../fixtures/events/event_end.json"),
+    ),
+    (
+        "event_start.json",
+        include_bytes!("../fixtures/events/event_start.json"),
+    ),
+    (
+        "event_start_minimal.json",
+        include_bytes!("../fixtures/events/event_start_minimal.json"),
+    ),
+    (
+        "event_start_other_type.json",
+        include_bytes!("../fixtures/events/event_start_other_type.json"),
+    ),
+    (
+        "event_updated_extended.json",
+        include_bytes!("../fixtures/events/event_updated_extended.json"),
+    ),
+    (
+        "event_updated_moved.json",
+        include_bytes!("../fixtures/events/event_updated_moved.json"),
+    ),
+    (
+        "future_event_type.json",
+        include_bytes!("../fixtures/events/future_event_type.json"),
+    ),
+    (
+        "resource_deleted.json",
+        include_bytes!("../fixtures/events/resource_deleted.json"),
+    ),
+    (
+        "resource_status_changed.json",
+        include_bytes!("../fixtures/events/resource_status_changed.json"),
+    ),
+    (
+        "test_event.json",
+        include_bytes!("../fixtures/events/test_event.json"),
+    ),
+    (
+        "waldur_order_completed.json",
+        include_bytes!("../fixtures/events/waldur_order_completed.json"),
+    ),
+    (
+        "waldur_resource_terminate_succeeded.json",
+        include_bytes!("../fixtures/events/waldur_resource_terminate_succeeded.json"),
+    ),
+];
 
 /// A body from the core's `fixtures/events/`, byte for byte as the sender sent it.
 pub fn fixture(name: &str) -> Vec<u8> {
-    let path = fixtures_dir().join("events").join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    match FIXTURES.iter().find(|(n, _)| *n == name) {
+        Some((_, body)) => body.to_vec(),
+        None => panic!(
+            "no fixture {name}: the core bundles {:?}",
+            FIXTURES.map(|(n, _)| n)
+        ),
+    }
 }
 
 /// The core's `fixtures/signatures.json`: the secret and each fixture's signatures.
 pub fn signatures() -> Value {
-    let text = std::fs::read_to_string(fixtures_dir().join("signatures.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
+    serde_json::from_str(include_str!("../fixtures/signatures.json"))
+        .expect("signatures.json is JSON")
 }
 
 /// What the kit's applications run as: a webhook generated for the fixtures' resource type.
@@ -721,4 +786,19 @@ impl Backend {
 /// [`Backend::endpoints`] as the pairs [`spawn_app_with`] takes.
 pub fn vars<'a>(endpoints: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     endpoints.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_fixture_in_the_folder_is_bundled() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/events");
+        let mut present: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        present.sort();
+        let bundled: Vec<&str> = super::FIXTURES.iter().map(|(n, _)| *n).collect();
+        assert_eq!(present, bundled);
+    }
 }

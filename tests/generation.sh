@@ -140,8 +140,9 @@ check room-hook "$odd" blank
 for choice in "postgres_database:Database" "container:Container" "api_key:API Key" \
   "switch_port:Switch Port" "virtual_machine:Virtual Machine"; do
   manager=${choice%%:*}
-  generate "$manager-hook" "${choice#*:}" "$manager"
-  check "$manager-hook" "${choice#*:}" "$manager"
+  name="${manager//_/-}-hook"
+  generate "$name" "${choice#*:}" "$manager"
+  check "$name" "${choice#*:}" "$manager"
 done
 
 # From a git repository (what users of --git get: the committed tree), the same files.

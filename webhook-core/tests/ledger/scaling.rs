@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use webhook::engine::ledger::Store;
 use webhook::engine::ledger::postgres::Postgres;
+use webhook::engine::ledger::{Desired, Store, Verdict};
 
 use crate::helpers::{RecordingManager, TestApp, json, spawn_app_with};
 
@@ -130,4 +130,46 @@ async fn one_replica_leads_at_a_time_and_another_takes_over_when_it_goes() {
         assert!(Instant::now() < deadline, "nobody took over");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_that_wait_at_the_same_time_share_one_commit() {
+    // Arrange
+    let db = crate::postgres::database().await;
+    let store = Arc::new(Postgres::connect(&db.url).await.unwrap());
+    const STEPS: usize = 64;
+    let now = webhook::engine::ledger::now();
+
+    // Act: as many new bookings recorded at once, each of its own resource.
+    let mut steps = tokio::task::JoinSet::new();
+    for i in 0..STEPS {
+        let store = store.clone();
+        steps.spawn(async move {
+            let intent = crate::suite::intent(&format!("b{i}"), i as i64, Desired::Active);
+            store.record(&intent, now, None).await.unwrap().verdict
+        });
+    }
+    let verdicts = steps.join_all().await;
+
+    // Assert: each booking is recorded, and the rows of one transaction carry its id
+    // (`xmin`), so the distinct ids count the commits.
+    assert!(verdicts.iter().all(|v| *v == Verdict::Work), "{verdicts:?}");
+    let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let row = client
+        .query_one(
+            "SELECT COUNT(*), COUNT(DISTINCT xmin::text) FROM bookings",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (rows, commits): (i64, i64) = (row.get(0), row.get(1));
+    eprintln!("{STEPS} steps at once: {commits} commits");
+    assert_eq!(rows, STEPS as i64);
+    assert!(
+        commits <= STEPS as i64 / 2,
+        "{STEPS} steps waiting together took {commits} commits"
+    );
 }

@@ -235,17 +235,6 @@ pub(crate) fn upsert_sql(marker: char) -> String {
     upsert(marker, |values| format!("VALUES ({values})"), "")
 }
 
-/// [`upsert_sql`] for a store that writes a row only when what its decision read still
-/// holds: nothing is written unless `from` (a query the statement can read, such as a CTE)
-/// yields a row, and an existing row is updated only where `guard` holds for it.
-pub(crate) fn upsert_guarded_sql(marker: char, from: &str, guard: &str) -> String {
-    upsert(
-        marker,
-        |values| format!("SELECT {values} FROM {from}"),
-        &format!(" WHERE {guard}"),
-    )
-}
-
 fn upsert(marker: char, rows: impl Fn(&str) -> String, guard: &str) -> String {
     let placeholders: Vec<String> = (1..=COLUMNS.len())
         .map(|i| format!("{marker}{i}"))

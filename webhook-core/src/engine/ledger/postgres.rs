@@ -8,7 +8,9 @@
 //! bumps its version, so decisions about one resource are taken one at a time across all
 //! replicas; the leases they write keep two replicas from calling the manager for one
 //! booking, and an expired lease (a replica that died) is taken over (decision 9).
-//! Statements are prepared once per connection. One replica at a time leads the timed
+//! The steps waiting at the same moment are read in one statement and written in one
+//! statement that commits once, each keeping its own guard (decision 16). Statements are
+//! prepared once per connection. One replica at a time leads the timed
 //! polls ([`Store::leads`]). The schema is created and migrated at start-up, idempotently,
 //! in one place (`SCHEMA`).
 
@@ -18,6 +20,7 @@ use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::{NoTls, Row};
 
+mod group;
 mod lead;
 mod step;
 
@@ -108,12 +111,15 @@ const SCHEMA_LOCK: i32 = i32::MIN;
 /// The second key of the lock the leading replica holds for as long as its session lives.
 const LEADER_LOCK: i32 = i32::MIN + 1;
 
-/// Connections kept open; a busy replica uses a few at a time.
+/// Connections kept open for reads and single statements; a busy replica uses a few at a
+/// time. The readers and writers of [`group::Group`] hold theirs besides.
 const POOL_SIZE: usize = 16;
 
 /// The shared ledger.
 pub struct Postgres {
     pool: Pool,
+    /// Commits the steps' writes, those waiting at the same time together.
+    group: group::Group,
     /// Who leads the timed polls.
     election: lead::Election,
 }
@@ -134,7 +140,7 @@ fn pool(url: &str) -> Result<(Pool, crate::engine::ledger_tls::Mode), StoreError
         None => Manager::from_config(config, NoTls, recycling),
     };
     let pool = Pool::builder(manager)
-        .max_size(POOL_SIZE)
+        .max_size(POOL_SIZE + group::WRITERS + group::READERS)
         .build()
         .map_err(|e| StoreError(format!("ledger (PostgreSQL): {e}")))?;
     Ok((pool, tls.mode))
@@ -146,6 +152,7 @@ impl Postgres {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let (pool, mode) = pool(url)?;
         let this = Self {
+            group: group::Group::start(&pool),
             pool,
             election: lead::Election::default(),
         };
@@ -308,10 +315,9 @@ impl Store for Postgres {
         now: Millis,
         lease: Option<Lease<'_>>,
     ) -> Result<Recorded, StoreError> {
-        let client = self.client().await?;
         let id = &intent.booking_id;
         step(
-            &client,
+            &self.group,
             id,
             intent.resource_id,
             now,
@@ -362,9 +368,8 @@ impl Store for Postgres {
         now: Millis,
         lease_until: Millis,
     ) -> Result<Option<Claim>, StoreError> {
-        let client = self.client().await?;
         // A booking that does not exist has no resource to read: any key finds none.
-        step(&client, id, 0, now, |existing, neighbours| {
+        step(&self.group, id, 0, now, |existing, neighbours| {
             let Some(d) =
                 existing.and_then(|b| rules::claim(b, neighbours, owner, now, lease_until))
             else {
@@ -402,8 +407,7 @@ impl Store for Postgres {
         reports: &[NewEntry],
         deferred_audit: Option<&NewEntry>,
     ) -> Result<Option<Booking>, StoreError> {
-        let client = self.client().await?;
-        step(&client, id, 0, now, |existing, _| {
+        step(&self.group, id, 0, now, |existing, _| {
             let Some(d) = existing.and_then(|b| rules::finish(b, owner, finish, now)) else {
                 return Ok(Step::Keep(None));
             };
@@ -467,11 +471,24 @@ impl Store for Postgres {
 
     async fn due(&self, now: Millis, limit: usize) -> Result<Vec<String>, StoreError> {
         let client = self.client().await?;
+        // Releases first, each kind in the order of the due index, walked by a plain index
+        // scan: it marks the entries of row versions no longer visible to anyone (every
+        // call leaves one) so that later scans skip them, where a bitmap scan and a sort
+        // (the plan of one `ORDER BY desired = 'released' DESC`) would visit them all
+        // again in the table at every look, and the look follows every call.
         let statement = client
             .prepare_cached(
-                "SELECT id FROM bookings WHERE next_attempt_at <= $1 \
-                 AND (lease_until IS NULL OR lease_until <= $1) \
-                 ORDER BY desired = 'released' DESC, next_attempt_at LIMIT $2",
+                "SELECT id FROM ( \
+                   (SELECT id, 0 AS kind, next_attempt_at FROM bookings \
+                    WHERE next_attempt_at <= $1 AND desired = 'released' \
+                    AND (lease_until IS NULL OR lease_until <= $1) \
+                    ORDER BY next_attempt_at LIMIT $2) \
+                   UNION ALL \
+                   (SELECT id, 1, next_attempt_at FROM bookings \
+                    WHERE next_attempt_at <= $1 AND desired <> 'released' \
+                    AND (lease_until IS NULL OR lease_until <= $1) \
+                    ORDER BY next_attempt_at LIMIT $2)) due \
+                 ORDER BY kind, next_attempt_at LIMIT $2",
             )
             .await?;
         let rows = client.query(&statement, &[&now, &(limit as i64)]).await?;
@@ -479,18 +496,20 @@ impl Store for Postgres {
     }
 
     async fn sweep(&self, now: Millis, grace: Millis) -> Result<Vec<String>, StoreError> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(
-                "SELECT id, resource_id FROM bookings WHERE desired = 'active' \
-                 AND end_at + $2 < $1 AND state <> 'released'",
-            )
-            .await?;
-        let candidates = client.query(&statement, &[&now, &grace]).await?;
+        let candidates = {
+            let client = self.client().await?;
+            let statement = client
+                .prepare_cached(
+                    "SELECT id, resource_id FROM bookings WHERE desired = 'active' \
+                     AND end_at + $2 < $1 AND state <> 'released'",
+                )
+                .await?;
+            client.query(&statement, &[&now, &grace]).await?
+        };
         let mut call = Vec::new();
         for row in candidates {
             let (id, resource): (String, i64) = (row.get(0), row.get(1));
-            let needs_call = step(&client, &id, resource, now, |existing, _| {
+            let needs_call = step(&self.group, &id, resource, now, |existing, _| {
                 Ok(match existing.and_then(|b| rules::sweep(b, now)) {
                     Some(d) => Step::write(
                         Write {

@@ -1,7 +1,8 @@
 //! One step on the shared ledger: a read of what the decision needs, in one statement, and
 //! a write of the decision, in one statement that applies only if the booking row and its
-//! resource's decision count are still as read (decision 9). Both are prepared once per
-//! connection.
+//! resource's decision count are still as read (decision 9). The statements take the
+//! reads, and the writes, of several steps at once, which [`Group`] gathers (decision 16);
+//! each is prepared once per connection.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::booking;
+use super::group::Group;
 use crate::engine::ledger::rules::Neighbours;
 use crate::engine::ledger::{Booking, COLUMNS, Millis, NewEntry, StoreError};
 
@@ -19,7 +21,7 @@ use crate::engine::ledger::{Booking, COLUMNS, Millis, NewEntry, StoreError};
 const MAX_CONFLICTS: u32 = 200;
 
 /// What a step's decision is taken on, read in one statement (one snapshot).
-struct Read {
+pub(super) struct Read {
     booking: Option<Booking>,
     /// The booking row's `xmin`: changes with every write of the row.
     row_version: Option<String>,
@@ -29,20 +31,31 @@ struct Read {
     neighbours: Neighbours,
 }
 
-/// Built once: reads booking `$1` (of resource `$2` if it is new), the versions, and its
-/// neighbours as at time `$3`.
-static READ: LazyLock<String> = LazyLock::new(|| {
+/// What a step asks to read: booking `id` (of `resource` if it is new) and its neighbours
+/// as at time `now`.
+pub(super) struct Ask {
+    pub id: String,
+    resource: i64,
+    now: Millis,
+}
+
+/// Built once: reads what several steps ask for ([`Ask`], one element of each array
+/// `$1`..`$3` per step) in one statement: for each, its number (from 1), the booking, the
+/// versions, and the neighbours. (`OFFSET 0` keeps the lookup of each booking by its key,
+/// whatever number of steps the plan expects.)
+pub(super) static READ: LazyLock<String> = LazyLock::new(|| {
     let columns: Vec<String> = COLUMNS.iter().map(|c| format!("b.{c}")).collect();
     format!(
-        "WITH b AS (SELECT *, xmin::text AS row_version FROM bookings WHERE id = $1), \
-         res AS (SELECT COALESCE((SELECT resource_id FROM b), $2::BIGINT) AS rid) \
-         SELECT {}, b.row_version, res.rid, \
-           (SELECT version FROM resource_decisions WHERE resource_id = res.rid) AS rversion, \
-           EXISTS (SELECT 1 FROM bookings o WHERE o.resource_id = res.rid AND o.id <> $1 \
-                   AND o.lease_until > $3) AS leased, \
-           EXISTS (SELECT 1 FROM bookings o WHERE o.resource_id = res.rid AND o.id <> $1 \
+        "SELECT i.n, {}, b.row_version, r.rid, \
+           (SELECT version FROM resource_decisions WHERE resource_id = r.rid) AS rversion, \
+           EXISTS (SELECT 1 FROM bookings o WHERE o.resource_id = r.rid AND o.id <> i.id \
+                   AND o.lease_until > i.at) AS leased, \
+           EXISTS (SELECT 1 FROM bookings o WHERE o.resource_id = r.rid AND o.id <> i.id \
                    AND o.desired = 'released' AND o.next_attempt_at IS NOT NULL) AS releasing \
-         FROM res LEFT JOIN b ON TRUE",
+         FROM unnest($1::TEXT[], $2::BIGINT[], $3::BIGINT[]) WITH ORDINALITY AS i(id, res, at, n) \
+         LEFT JOIN LATERAL (SELECT *, xmin::text AS row_version FROM bookings \
+           WHERE bookings.id = i.id OFFSET 0) b ON TRUE \
+         CROSS JOIN LATERAL (SELECT COALESCE(b.resource_id, i.res) AS rid) r",
         columns.join(", ")
     )
 });
@@ -61,47 +74,175 @@ fn read_row(r: &Row) -> Result<Read, StoreError> {
     })
 }
 
-async fn read(
+/// Reads what `asks` ask for in one [`READ`]: the answers in their order.
+pub(super) async fn read(
     c: &impl GenericClient,
-    id: &str,
-    resource: i64,
-    now: Millis,
-) -> Result<Read, StoreError> {
+    asks: &[&Ask],
+) -> Result<Vec<Result<Read, StoreError>>, StoreError> {
     let statement = c.prepare_cached(&READ).await?;
-    read_row(&c.query_one(&statement, &[&id, &resource, &now]).await?)
+    let ids: Vec<&str> = asks.iter().map(|a| a.id.as_str()).collect();
+    let resources: Vec<i64> = asks.iter().map(|a| a.resource).collect();
+    let times: Vec<Millis> = asks.iter().map(|a| a.now).collect();
+    let rows = c.query(&statement, &[&ids, &resources, &times]).await?;
+    let mut reads: Vec<Option<Result<Read, StoreError>>> = asks.iter().map(|_| None).collect();
+    for row in &rows {
+        let n: i64 = row.try_get("n")?;
+        if let Some(slot) = reads.get_mut(n as usize - 1) {
+            *slot = Some(read_row(row));
+        }
+    }
+    Ok(reads
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(StoreError(
+                    "ledger (PostgreSQL): a read went missing".into(),
+                ))
+            })
+        })
+        .collect())
 }
 
-/// Built once: writes a decision if the row and its resource are as read. `$1`..`$23` the
-/// row ([`COLUMNS`]), then its row version, resource and resource version as read, its
-/// history lines, its reports (kinds, booking ids, bodies) and the time; answers 1 if
-/// written, 0 if something changed meanwhile (and then nothing is written).
-static WRITE: LazyLock<String> = LazyLock::new(|| {
+/// The PostgreSQL type of each of [`COLUMNS`], in their order.
+const TYPES: [&str; COLUMNS.len()] = [
+    "TEXT", "BIGINT", "TEXT", "TEXT", "BIGINT", "BIGINT", "TEXT", "TEXT", "TEXT", "TEXT",
+    "INTEGER", "TEXT", "BOOLEAN", "TEXT", "BIGINT", "TEXT", "BIGINT", "TEXT", "TEXT", "TEXT",
+    "BOOLEAN", "BIGINT", "BIGINT", "TEXT", "TEXT", "BOOLEAN",
+];
+
+/// Built once: writes the decisions of several steps, each only if its row and its
+/// resource are as it read them, in one statement. Its parameters ([`params`]) are arrays
+/// with one element per step: `$1`..`$26` the rows ([`COLUMNS`]), then the row version,
+/// resource and resource version each read, and each step's time; then the history lines
+/// and the reports, each with the number of its step (from 1). No two steps may name the
+/// same booking or the same resource. Answers the id of each booking written; a step whose
+/// read no longer held wrote nothing at all.
+pub(super) static WRITE: LazyLock<String> = LazyLock::new(|| {
     let n = COLUMNS.len();
     let p = |i: usize| format!("${}", n + i);
-    let (row_version, resource, resource_version) = (p(1), p(2), p(3));
-    let (history, kinds, booking_ids, bodies, now) = (p(4), p(5), p(6), p(7), p(8));
-    let upsert = crate::engine::ledger::upsert_guarded_sql(
-        '$',
-        "decision",
-        &format!("bookings.xmin::text = {row_version}"),
-    );
+    let arrays: Vec<String> = (1..=n)
+        .map(|i| format!("${i}::{}[]", TYPES[i - 1]))
+        .chain([
+            format!("{}::TEXT[]", p(1)),
+            format!("{}::BIGINT[]", p(2)),
+            format!("{}::BIGINT[]", p(3)),
+            format!("{}::BIGINT[]", p(4)),
+        ])
+        .collect();
+    let inputs: Vec<String> = COLUMNS.iter().map(|c| format!("input.{c}")).collect();
+    let updates: Vec<String> = COLUMNS[1..]
+        .iter()
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
     format!(
-        "WITH decision AS ( \
-           INSERT INTO resource_decisions (resource_id, version) VALUES ({resource}, 1) \
+        "WITH input AS (SELECT * FROM unnest({arrays}) WITH ORDINALITY \
+           AS i({columns}, row_version, res, res_version, at, n)), \
+         decision AS ( \
+           INSERT INTO resource_decisions (resource_id, version) \
+           SELECT res, 1 FROM input ORDER BY n \
            ON CONFLICT (resource_id) DO UPDATE SET version = resource_decisions.version + 1 \
-           WHERE resource_decisions.version = {resource_version} RETURNING 1), \
-         row AS ({upsert} RETURNING id), \
+           WHERE resource_decisions.version = \
+             (SELECT res_version FROM input WHERE input.res = excluded.resource_id) \
+           RETURNING resource_id), \
+         row AS ( \
+           INSERT INTO bookings ({columns}) \
+           SELECT {inputs} FROM input JOIN decision ON decision.resource_id = input.res \
+           ORDER BY input.n \
+           ON CONFLICT (id) DO UPDATE SET {updates} \
+           WHERE bookings.xmin::text = \
+             (SELECT row_version FROM input WHERE input.id = excluded.id) \
+           RETURNING id), \
          history AS (INSERT INTO booking_history (booking_id, at, what) \
-           SELECT row.id, {now}, h.what FROM row, \
-           unnest({history}::TEXT[]) WITH ORDINALITY AS h(what, n) ORDER BY h.n), \
+           SELECT row.id, input.at, h.what \
+           FROM unnest({h_step}::BIGINT[], {h_what}::TEXT[]) WITH ORDINALITY AS h(step, what, n) \
+           JOIN input ON input.n = h.step JOIN row ON row.id = input.id ORDER BY h.n), \
          reports AS (INSERT INTO outbox (kind, booking_id, body, state, attempts, \
            next_attempt_at, created_at, updated_at) \
-           SELECT e.kind, e.booking_id, e.body, 'pending', 0, {now}, {now}, {now} FROM row, \
-           unnest({kinds}::TEXT[], {booking_ids}::TEXT[], {bodies}::TEXT[]) \
-             WITH ORDINALITY AS e(kind, booking_id, body, n) ORDER BY e.n) \
-         SELECT COUNT(*) FROM row"
+           SELECT e.kind, e.booking_id, e.body, 'pending', 0, input.at, input.at, input.at \
+           FROM unnest({e_step}::BIGINT[], {e_kind}::TEXT[], {e_booking}::TEXT[], \
+             {e_body}::TEXT[]) WITH ORDINALITY AS e(step, kind, booking_id, body, n) \
+           JOIN input ON input.n = e.step JOIN row ON row.id = input.id ORDER BY e.n) \
+         SELECT id FROM row",
+        arrays = arrays.join(", "),
+        columns = COLUMNS.join(", "),
+        inputs = inputs.join(", "),
+        updates = updates.join(", "),
+        h_step = p(5),
+        h_what = p(6),
+        e_step = p(7),
+        e_kind = p(8),
+        e_booking = p(9),
+        e_body = p(10),
     )
 });
+
+/// An array parameter of [`WRITE`]: one element per step.
+pub(super) type Param<'a> = Box<dyn ToSql + Sync + Send + 'a>;
+
+fn array<'a, T: ToSql + Sync + Send + 'a>(jobs: &[&'a Job], f: impl Fn(&'a Job) -> T) -> Param<'a> {
+    Box::new(jobs.iter().map(|j| f(j)).collect::<Vec<T>>())
+}
+
+/// The parameters of [`WRITE`] for `jobs`.
+pub(super) fn params<'a>(jobs: &[&'a Job]) -> Vec<Param<'a>> {
+    let mut h_step: Vec<i64> = Vec::new();
+    let mut h_what: Vec<&str> = Vec::new();
+    let mut e_step: Vec<i64> = Vec::new();
+    let (mut e_kind, mut e_booking, mut e_body) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, j) in jobs.iter().enumerate() {
+        let step = i as i64 + 1;
+        for what in &j.history {
+            h_step.push(step);
+            h_what.push(what.as_str());
+        }
+        for ((kind, booking), body) in j.kinds.iter().zip(&j.booking_ids).zip(&j.bodies) {
+            e_step.push(step);
+            e_kind.push(*kind);
+            e_booking.push(booking.as_deref());
+            e_body.push(body.as_str());
+        }
+    }
+    vec![
+        array(jobs, |j| j.booking.id.as_str()),
+        array(jobs, |j| j.booking.resource_id),
+        array(jobs, |j| j.booking.resource_name.as_str()),
+        array(jobs, |j| j.booking.user_id.as_str()),
+        array(jobs, |j| j.booking.start),
+        array(jobs, |j| j.booking.end),
+        array(jobs, |j| j.booking.reservation.as_str()),
+        array(jobs, |j| j.booking.webhook_id.as_deref()),
+        array(jobs, |j| j.booking.desired.as_str()),
+        array(jobs, |j| j.booking.state.as_str()),
+        array(jobs, |j| j.booking.attempts as i32),
+        array(jobs, |j| j.booking.last_error.as_deref()),
+        array(jobs, |j| j.booking.error_transient),
+        array(jobs, |j| j.booking.outcome.as_deref()),
+        array(jobs, |j| j.booking.next_attempt_at),
+        array(jobs, |j| j.booking.lease_owner.as_deref()),
+        array(jobs, |j| j.booking.lease_until),
+        array(jobs, |j| j.booking.execution_id.as_str()),
+        array(jobs, |j| j.booking.event_type.as_str()),
+        array(jobs, |j| j.booking.body.as_str()),
+        array(jobs, |j| j.booking.audit_deferred),
+        array(jobs, |j| j.booking.created_at),
+        array(jobs, |j| j.booking.updated_at),
+        array(jobs, |j| j.booking.key_id.as_deref()),
+        array(jobs, |j| j.booking.next_reservation.as_deref()),
+        array(jobs, |j| j.booking.end_changed),
+        // What each decision read.
+        array(jobs, |j| j.row_version.as_deref()),
+        array(jobs, |j| j.resource),
+        array(jobs, |j| j.resource_version),
+        array(jobs, |j| j.now),
+        // What goes with them.
+        Box::new(h_step),
+        Box::new(h_what),
+        Box::new(e_step),
+        Box::new(e_kind),
+        Box::new(e_booking),
+        Box::new(e_body),
+    ]
+}
 
 /// A decision to write.
 pub(super) struct Write<'a> {
@@ -110,60 +251,34 @@ pub(super) struct Write<'a> {
     pub reports: Vec<&'a NewEntry>,
 }
 
-/// Writes `w` if what `r` read still holds; `false` if it changed (nothing written).
-async fn write(
-    c: &impl GenericClient,
-    r: &Read,
-    w: &Write<'_>,
+/// A decision to write with what it was taken on, owned, for the writer
+/// ([`Group`](super::group::Group)).
+pub(super) struct Job {
+    pub booking: Booking,
+    row_version: Option<String>,
+    pub resource: i64,
+    resource_version: Option<i64>,
+    history: Vec<String>,
+    kinds: Vec<&'static str>,
+    booking_ids: Vec<Option<String>>,
+    bodies: Vec<String>,
     now: Millis,
-) -> Result<bool, StoreError> {
-    let b = &w.booking;
-    let attempts = b.attempts as i32;
-    let kinds: Vec<&str> = w.reports.iter().map(|e| e.kind.as_str()).collect();
-    let booking_ids: Vec<Option<&str>> =
-        w.reports.iter().map(|e| e.booking_id.as_deref()).collect();
-    let bodies: Vec<&str> = w.reports.iter().map(|e| e.body.as_str()).collect();
-    let params: [&(dyn ToSql + Sync); 34] = [
-        &b.id,
-        &b.resource_id,
-        &b.resource_name,
-        &b.user_id,
-        &b.start,
-        &b.end,
-        &b.reservation,
-        &b.webhook_id,
-        &b.desired.as_str(),
-        &b.state.as_str(),
-        &attempts,
-        &b.last_error,
-        &b.error_transient,
-        &b.outcome,
-        &b.next_attempt_at,
-        &b.lease_owner,
-        &b.lease_until,
-        &b.execution_id,
-        &b.event_type,
-        &b.body,
-        &b.audit_deferred,
-        &b.created_at,
-        &b.updated_at,
-        &b.key_id,
-        &b.next_reservation,
-        &b.end_changed,
-        // What the decision read.
-        &r.row_version,
-        &r.resource,
-        &r.resource_version,
-        // What goes with it.
-        &w.history,
-        &kinds,
-        &booking_ids,
-        &bodies,
-        &now,
-    ];
-    let statement = c.prepare_cached(&WRITE).await?;
-    let written: i64 = c.query_one(&statement, &params).await?.try_get(0)?;
-    Ok(written == 1)
+}
+
+impl Job {
+    fn new(r: &Read, w: &Write<'_>, now: Millis) -> Self {
+        Self {
+            booking: w.booking.clone(),
+            row_version: r.row_version.clone(),
+            resource: r.resource,
+            resource_version: r.resource_version,
+            history: w.history.clone(),
+            kinds: w.reports.iter().map(|e| e.kind.as_str()).collect(),
+            booking_ids: w.reports.iter().map(|e| e.booking_id.clone()).collect(),
+            bodies: w.reports.iter().map(|e| e.body.clone()).collect(),
+            now,
+        }
+    }
 }
 
 /// What a step decided from what it read: a decision to write, or nothing to write.
@@ -180,10 +295,11 @@ impl<'a, T> Step<'a, T> {
 }
 
 /// Runs one step on booking `id` (of `resource` if it is new): reads, decides with
-/// `decide`, and writes; when what it read changed before the write, it reads and decides
-/// again, after a short random wait once it has met others a few times.
+/// `decide`, and hands the decision to the writer, which commits it with the decisions of
+/// the steps waiting at the same time; when what it read changed before the write, it
+/// reads and decides again, after a short random wait once it has met others a few times.
 pub(super) async fn step<'a, T>(
-    c: &impl GenericClient,
+    group: &Group,
     id: &str,
     resource: i64,
     now: Millis,
@@ -197,11 +313,16 @@ pub(super) async fn step<'a, T>(
             ))
             .await;
         }
-        let mut r = read(c, id, resource, now).await?;
+        let ask = Ask {
+            id: id.to_owned(),
+            resource,
+            now,
+        };
+        let mut r = group.read(ask).await?;
         match decide(r.booking.take(), r.neighbours)? {
             Step::Keep(out) => return Ok(out),
             Step::Write(w, out) => {
-                if write(c, &r, &w, now).await? {
+                if group.write(Job::new(&r, &w, now)).await? {
                     return Ok(out);
                 }
             }

@@ -132,9 +132,8 @@ pub fn signatures() -> Value {
 
 /// What the kit's applications run as: a webhook generated for the fixtures' resource type.
 pub const SERVICE: crate::config::Service = crate::config::Service {
-    name: env!("CARGO_PKG_NAME"),
-    version: env!("CARGO_PKG_VERSION"),
     resource_type: "Switch Port",
+    ..crate::config::Service::CORE
 };
 
 /// Settings from `(name, value)` pairs as [`SERVICE`] reads them, for the `send` and
@@ -291,32 +290,33 @@ impl TestApp {
 
     /// Waits until booking `id` is settled and returns its status.
     pub async fn settled(&self, id: &str, within: Duration) -> Value {
-        let deadline = std::time::Instant::now() + within;
-        loop {
-            let (code, body) = self.status(id).await;
-            if code == 200 && body["settled"] == true {
-                return body;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "booking {id} not settled within {within:?}: {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.wait_until(id, "settled", within, |_| true).await
     }
 
     /// Waits until booking `id` is settled in `state` (`active`, `released`, `failed`,
     /// `refused`) and returns its status; panics after `within`.
     pub async fn wait_for_state(&self, id: &str, state: &str, within: Duration) -> Value {
+        self.wait_until(id, state, within, |body| body["state"] == state)
+            .await
+    }
+
+    /// Polls booking `id`'s status until it is settled and `wanted` holds for it.
+    async fn wait_until(
+        &self,
+        id: &str,
+        what: &str,
+        within: Duration,
+        wanted: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = std::time::Instant::now() + within;
         loop {
             let (code, body) = self.status(id).await;
-            if code == 200 && body["settled"] == true && body["state"] == state {
+            if code == 200 && body["settled"] == true && wanted(&body) {
                 return body;
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "booking {id} not {state} within {within:?}: {body}"
+                "booking {id} not {what} within {within:?}: {body}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -209,7 +209,13 @@ impl Reconciler {
     async fn prune(self: Arc<Self>, retention: Duration) {
         let every = (retention / 4).clamp(Duration::from_millis(100), PRUNE_EVERY);
         let kept = retention.as_millis() as i64;
-        while !self.stop.is_cancelled() {
+        // The first round waits a round too, so that start-up does not share the ledger
+        // with it.
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = self.stop.cancelled() => return,
+            }
             let mut deleted = 0;
             while self.store.leads() && !self.stop.is_cancelled() {
                 let began = Instant::now();
@@ -233,10 +239,6 @@ impl Reconciler {
                     deleted,
                     "deleted bookings settled longer ago than LEDGER_RETENTION"
                 );
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = self.stop.cancelled() => {}
             }
         }
     }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on Debian 12, skipping what is already there:
 # a few tools from Debian, the backends the tests start (PostgreSQL, Redis, Open vSwitch,
-# Docker, Podman), the checkers of the deployment files, and in the template repository
+# Docker, Podman), the checkers of the deployment files, the reference tools the core's tests
+# compare against (age, the Standard Webhooks library), and in the template repository
 # cargo-generate and cargo-fuzz.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,4 +23,5 @@ fi
 [ ! -e scripts/install-cargo-generate.sh ] || scripts/install-cargo-generate.sh
 scripts/install-backends.sh
 scripts/install-deploy-tools.sh
+scripts/install-test-tools.sh
 [ ! -e scripts/install-fuzz.sh ] || scripts/install-fuzz.sh

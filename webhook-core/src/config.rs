@@ -13,7 +13,7 @@ use base64::Engine as _;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::contract::signature::{Keys, Preset};
+use crate::contract::signature::{Keys, Preset, WHSEC_PREFIX, standard_webhooks_key};
 use crate::http::waldur;
 
 /// Who the service is: the webhook crate's name and version (in `/healthz`, the server's
@@ -110,7 +110,9 @@ pub struct Config {
     pub retry_backoff: Duration,
     /// How long after a booking's end it is released when no END or DELETED came.
     pub release_grace: Duration,
-    /// How old a signed `timestamp` may be; `None` turns the check off.
+    /// How old (or how far ahead) a signed `timestamp` may be, the body's or, with
+    /// `SIGNATURE_PRESET=standard-webhooks`, `webhook-timestamp`; `None` turns the check off
+    /// (refused with that preset).
     pub replay_tolerance: Option<Duration>,
     /// How long a settled booking is kept, with its history and reports, before it is
     /// deleted; `None` keeps every booking for good.
@@ -225,6 +227,11 @@ fn default_log_format() -> String {
 /// The shortest signing key accepted: HMAC-SHA256's own size, and what the back end issues.
 pub const MIN_SECRET_BYTES: usize = 32;
 
+/// The shortest key a `whsec_` secret may decode to: the Standard Webhooks minimum (192
+/// bits), and what the common senders issue (24 random bytes), so their secrets work as
+/// given.
+pub const MIN_WHSEC_BYTES: usize = 24;
+
 /// Whether a secret is text from an example or a document rather than a secret: the
 /// `.env.example` value, a `<...>` stand-in, or a word such as `secret`.
 pub fn is_placeholder(secret: &str) -> bool {
@@ -329,7 +336,7 @@ impl Raw {
             .host
             .parse()
             .map_err(|_| ConfigError(format!("HOST: {:?} is not an IP address", self.host)))?;
-        let keys = self.keys()?;
+        let mut keys = self.keys()?;
         let resource_type = self
             .resource_type
             .unwrap_or_else(|| service.resource_type.to_owned())
@@ -397,6 +404,9 @@ impl Raw {
             .map(|d| d.unwrap_or(DEFAULT_REPLAY_TOLERANCE));
         let ledger_retention = off_or("LEDGER_RETENTION", self.ledger_retention.take())?
             .map(|d| d.unwrap_or(DEFAULT_LEDGER_RETENTION));
+        if let Some(k) = keys.take() {
+            keys = Some(timestamps_checked(k, replay_tolerance)?);
+        }
         retention_keeps_replays_out(ledger_retention, replay_tolerance)?;
         Ok(Config {
             service,
@@ -470,7 +480,8 @@ impl Raw {
             None => None,
             Some(text) => Some(Preset::parse(text).ok_or_else(|| {
                 ConfigError(format!(
-                    "SIGNATURE_PRESET: {text:?} is not reservation-system, github or agent-registry"
+                    "SIGNATURE_PRESET: {text:?} is not reservation-system, github, agent-registry \
+                     or standard-webhooks"
                 ))
             })?),
         };
@@ -487,6 +498,13 @@ impl Raw {
             },
         };
         match (preset, encoding) {
+            (Some(p @ Preset::StandardWebhooks), Some(base64)) => Err(ConfigError(format!(
+                "WEBHOOK_SECRET_ENCODING={} cannot be used with SIGNATURE_PRESET={}, which \
+                 decodes a whsec_ secret and takes any other as UTF-8 text: unset \
+                 WEBHOOK_SECRET_ENCODING",
+                if base64 { "base64" } else { "utf8" },
+                p.as_str(),
+            ))),
             (Some(p), Some(base64)) if base64 != p.decodes_secret() => Err(ConfigError(format!(
                 "WEBHOOK_SECRET_ENCODING={} contradicts SIGNATURE_PRESET={}, which takes the \
                  secret as {}: unset WEBHOOK_SECRET_ENCODING",
@@ -539,7 +557,16 @@ impl Raw {
                      the reservation system"
                 )));
             }
-            let key = if decode_base64 {
+            let whsec = preset == Preset::StandardWebhooks && secret.starts_with(WHSEC_PREFIX);
+            let key = if preset == Preset::StandardWebhooks {
+                standard_webhooks_key(secret).ok_or_else(|| {
+                    ConfigError(format!(
+                        "{name} starts with {WHSEC_PREFIX} but the rest is not Base64, which \
+                         SIGNATURE_PRESET=standard-webhooks decodes: copy the whole secret \
+                         the sender shows"
+                    ))
+                })?
+            } else if decode_base64 {
                 base64::engine::general_purpose::STANDARD
                     .decode(secret)
                     .map_err(|_| {
@@ -554,7 +581,14 @@ impl Raw {
             } else {
                 secret.as_bytes().to_vec()
             };
-            if key.len() < MIN_SECRET_BYTES {
+            if whsec && key.len() < MIN_WHSEC_BYTES {
+                return Err(ConfigError(format!(
+                    "{name} is {} bytes once decoded: a {WHSEC_PREFIX} secret needs at least \
+                     {MIN_WHSEC_BYTES} (the Standard Webhooks minimum)",
+                    key.len(),
+                )));
+            }
+            if !whsec && key.len() < MIN_SECRET_BYTES {
                 return Err(ConfigError(format!(
                     "{name} is {} bytes{}: a secret needs at least {MIN_SECRET_BYTES} (the \
                      reservation system issues 32 random bytes as Base64)",
@@ -667,6 +701,25 @@ fn off_or(name: &str, value: Option<String>) -> Result<Option<Option<Duration>>,
     match value.as_deref().map(str::trim) {
         Some("off") => Ok(None),
         _ => Ok(Some(duration(name, value)?)),
+    }
+}
+
+/// Standard Webhooks signs `webhook-timestamp` so that it can be checked, and that check is
+/// the preset's whole defence against a recorded delivery played back: its keys get the
+/// tolerance, and turning it off stops start-up.
+fn timestamps_checked(keys: Keys, tolerance: Option<Duration>) -> Result<Keys, ConfigError> {
+    if keys.preset() != Preset::StandardWebhooks {
+        return Ok(keys);
+    }
+    match tolerance {
+        Some(tolerance) => Ok(keys.with_tolerance(tolerance)),
+        None => Err(ConfigError(
+            "REPLAY_TOLERANCE=off cannot be used with SIGNATURE_PRESET=standard-webhooks: the \
+             webhook-timestamp check is that preset's only defence against a delivery played \
+             back; set REPLAY_TOLERANCE to a duration (5m, the default, is the Standard Webhooks \
+             one), or choose another preset"
+                .into(),
+        )),
     }
 }
 
@@ -997,6 +1050,58 @@ mod tests {
             c.keys.unwrap().sign(b"x"),
             Keys::new(vec![b"0123456789abcdef0123456789abcdef".to_vec()]).sign(b"x")
         );
+    }
+
+    #[test]
+    fn standard_webhooks_decodes_whsec_secrets_and_needs_the_timestamp_check() {
+        let preset = ("SIGNATURE_PRESET", "standard-webhooks");
+        // 24 bytes once decoded, as the common senders issue them.
+        let whsec = ("WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+        let raw = ("WEBHOOK_SECRET", "test-secret-of-at-least-32-bytes-long");
+        for secret in [whsec, raw] {
+            let c = config(&[preset, secret]).unwrap();
+            assert_eq!(c.keys.unwrap().preset(), Preset::StandardWebhooks);
+            assert_eq!(c.replay_tolerance, Some(Duration::from_secs(300)));
+        }
+        let short = format!(
+            "whsec_{}",
+            base64::engine::general_purpose::STANDARD.encode([9u8; 16])
+        );
+        let off = ("REPLAY_TOLERANCE", "off");
+        let both_off = [preset, whsec, off, ("LEDGER_RETENTION", "off")];
+        for (vars, expected) in [
+            (
+                vec![preset, ("WEBHOOK_SECRET", "whsec_not base64!")],
+                "WEBHOOK_SECRET starts with whsec_ but the rest is not Base64",
+            ),
+            (
+                vec![preset, whsec, ("WEBHOOK_PREVIOUS_SECRETS", "whsec_%%%%")],
+                "WEBHOOK_PREVIOUS_SECRETS starts with whsec_ but the rest is not Base64",
+            ),
+            (
+                vec![preset, ("WEBHOOK_SECRET", short.as_str())],
+                "WEBHOOK_SECRET is 16 bytes once decoded: a whsec_ secret needs at least 24",
+            ),
+            (
+                vec![preset, ("WEBHOOK_SECRET", "short-but-not-a-placeholder")],
+                "WEBHOOK_SECRET is 27 bytes: a secret needs at least 32",
+            ),
+            (
+                both_off.to_vec(),
+                "REPLAY_TOLERANCE=off cannot be used with SIGNATURE_PRESET=standard-webhooks",
+            ),
+            (
+                vec![preset, whsec, off],
+                "REPLAY_TOLERANCE=off cannot be used with SIGNATURE_PRESET=standard-webhooks",
+            ),
+            (
+                vec![preset, whsec, ("WEBHOOK_SECRET_ENCODING", "utf8")],
+                "WEBHOOK_SECRET_ENCODING=utf8 cannot be used with SIGNATURE_PRESET=standard-webhooks",
+            ),
+        ] {
+            let err = config(&vars).unwrap_err().to_string();
+            assert!(err.contains(expected), "{vars:?}: {err}");
+        }
     }
 
     #[test]

@@ -148,8 +148,9 @@ pub async fn send(config: &Config, args: SendArgs) -> anyhow::Result<()> {
         .context("cannot build the HTTP client")?;
     let mut request = client.post(&url).header("content-type", "application/json");
     if let Some(keys) = &config.keys {
-        let (name, value) = keys.signature_header(&body);
-        request = request.header(name, value);
+        for (name, value) in keys.sender_headers(&body) {
+            request = request.header(name, value);
+        }
     }
     let response = request
         .body(body)

@@ -97,6 +97,7 @@ impl Application {
             metrics,
             tasks: TaskTracker::new(),
             requests,
+            seen: crate::http::seen::Seen::new(crate::http::seen::CAPACITY),
         });
         Ok(Self {
             acceptor,

@@ -7,5 +7,6 @@ pub mod dispatch;
 pub mod hook;
 pub mod limits;
 pub mod routes;
+pub mod seen;
 pub mod state;
 pub mod waldur;

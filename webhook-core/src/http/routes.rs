@@ -6,7 +6,11 @@
 //! and `BODY_TIMEOUT` (408), its signature is checked on the raw bytes (401), it is parsed
 //! (400), its signed timestamp, if it has one (a booking event must), must be within
 //! `REPLAY_TOLERANCE` (409), and only then does it reach [`dispatch`](crate::http::dispatch), or
-//! the manager's [hook](crate::http::hook) for other events. A Waldur delivery is admitted by its
+//! the manager's [hook](crate::http::hook) for other events. With
+//! `SIGNATURE_PRESET=standard-webhooks` the signed timestamp is `webhook-timestamp`, checked
+//! with the signature (401), and the body's own `timestamp` is neither needed nor checked: a
+//! sender retrying a message keeps its body, and the event's time in it, but signs the
+//! attempt's time anew. A Waldur delivery is admitted by its
 //! address (403) and token (401) before its body is read, and has no signature or timestamp
 //! to check. The health and metrics endpoints take no permit, so they answer while the
 //! deliveries are saturated.
@@ -196,7 +200,7 @@ async fn receive_waldur(req: &Request, body: Body, state: Arc<AppState>) -> Repl
         }
         waldur::Delivery::Other { event_type, reason } => {
             span.record("event_type", event_type.as_str());
-            hook::offer(state, Source::Waldur, event_type, reason, bytes).await
+            hook::offer(state, Source::Waldur, event_type, reason, bytes, None).await
         }
         waldur::Delivery::Booking {
             action,
@@ -225,14 +229,14 @@ async fn receive(req: &Request, body: Body, state: Arc<AppState>) -> Reply {
         Err(reply) => return rejected(&state, reply),
     };
 
-    let key_id = match state
+    let (key_id, message) = match state
         .config
         .keys
         .as_ref()
-        .map(|k| k.verify_key(req.headers(), &bytes))
+        .map(|k| k.verify_delivery(req.headers(), &bytes))
     {
-        None => None,
-        Some(Ok(id)) => Some(id),
+        None => (None, None),
+        Some(Ok(verified)) => (Some(verified.key_id), verified.message),
         Some(Err(e)) => {
             tracing::warn!(error = %e, "signature refused");
             return rejected(
@@ -240,6 +244,12 @@ async fn receive(req: &Request, body: Body, state: Arc<AppState>) -> Reply {
                 Reply::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()),
             );
         }
+    };
+
+    // The replay check, when the signature did not already make it (Standard Webhooks).
+    let replays = match message {
+        None => Replays::ByBody,
+        Some(_) => Replays::Checked,
     };
 
     let delivery = match payload::parse(&bytes, |kind| state.config.handles(kind)) {
@@ -254,7 +264,7 @@ async fn receive(req: &Request, body: Body, state: Arc<AppState>) -> Reply {
     match delivery {
         Delivery::Ignored { event_type, reason } => {
             tracing::Span::current().record("event_type", event_type.as_str());
-            if let Err(reply) = fresh_if_dated(&state, &event_type, &bytes) {
+            if let Err(reply) = fresh_if_dated(&state, replays, &event_type, &bytes) {
                 return reply;
             }
             state.metrics.delivery(&event_type, "ignored");
@@ -266,7 +276,7 @@ async fn receive(req: &Request, body: Body, state: Arc<AppState>) -> Reply {
             sent_at,
             items,
         } => {
-            if let Err(reply) = fresh(&state, action.event_type(), sent_at) {
+            if let Err(reply) = fresh(&state, replays, action.event_type(), sent_at) {
                 return reply;
             }
             tracing::Span::current().record("event_type", action.event_type());
@@ -283,7 +293,7 @@ async fn receive(req: &Request, body: Body, state: Arc<AppState>) -> Reply {
             sent_at,
         } => {
             const EVENT: &str = "RESOURCE_DELETED";
-            if let Err(reply) = fresh(&state, EVENT, sent_at) {
+            if let Err(reply) = fresh(&state, replays, EVENT, sent_at) {
                 return reply;
             }
             let span = tracing::Span::current();
@@ -298,10 +308,18 @@ async fn receive(req: &Request, body: Body, state: Arc<AppState>) -> Reply {
         }
         Delivery::Other { event_type, reason } => {
             tracing::Span::current().record("event_type", event_type.as_str());
-            if let Err(reply) = fresh_if_dated(&state, &event_type, &bytes) {
+            if let Err(reply) = fresh_if_dated(&state, replays, &event_type, &bytes) {
                 return reply;
             }
-            hook::offer(state, Source::ReservationSystem, event_type, reason, bytes).await
+            hook::offer(
+                state,
+                Source::ReservationSystem,
+                event_type,
+                reason,
+                bytes,
+                message.as_ref(),
+            )
+            .await
         }
         Delivery::Booking {
             action,
@@ -310,7 +328,7 @@ async fn receive(req: &Request, body: Body, state: Arc<AppState>) -> Reply {
             start_notified,
             sent_at,
         } => {
-            if let Err(reply) = fresh(&state, action.event_type(), sent_at) {
+            if let Err(reply) = fresh(&state, replays, action.event_type(), sent_at) {
                 return reply.for_event(&reservation.event_id);
             }
             tracing::Span::current().record("event_type", action.event_type());
@@ -329,12 +347,25 @@ async fn receive(req: &Request, body: Body, state: Arc<AppState>) -> Reply {
     }
 }
 
+/// Where a delivery's replay check is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replays {
+    /// On the body's signed `timestamp`.
+    ByBody,
+    /// Already, on the signature's own timestamp.
+    Checked,
+}
+
 /// Refuses a booking event whose signed timestamp is too old or too new (a replay).
 fn fresh(
     state: &AppState,
+    replays: Replays,
     event_type: &str,
     sent_at: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<(), Reply> {
+    if replays == Replays::Checked {
+        return Ok(());
+    }
     dispatch::check_fresh(sent_at, state.config.replay_tolerance, chrono::Utc::now()).inspect_err(
         |reply| {
             tracing::warn!(message = %reply.body.message, "replay refused");
@@ -361,12 +392,17 @@ fn sender(
 /// The replay check for a body other than a booking event: one that carries a signed
 /// `timestamp` is refused outside `REPLAY_TOLERANCE` as a booking event is, so a recorded
 /// ping or update cannot be played back to the manager's hook either.
-fn fresh_if_dated(state: &AppState, event_type: &str, body: &[u8]) -> Result<(), Reply> {
+fn fresh_if_dated(
+    state: &AppState,
+    replays: Replays,
+    event_type: &str,
+    body: &[u8],
+) -> Result<(), Reply> {
     #[derive(serde::Deserialize)]
     struct Dated {
         timestamp: Option<chrono::DateTime<chrono::Utc>>,
     }
-    if state.config.replay_tolerance.is_none() {
+    if state.config.replay_tolerance.is_none() || replays == Replays::Checked {
         return Ok(());
     }
     let sent_at = serde_json::from_slice::<Dated>(body)
@@ -382,7 +418,7 @@ fn fresh_if_dated(state: &AppState, event_type: &str, body: &[u8]) -> Result<(),
         .timestamp;
     match sent_at {
         None => Ok(()),
-        Some(_) => fresh(state, event_type, sent_at),
+        Some(_) => fresh(state, replays, event_type, sent_at),
     }
 }
 

@@ -11,6 +11,7 @@ use crate::engine::metrics::Metrics;
 use crate::engine::outbox::Outbox;
 use crate::engine::reconcile::Reconciler;
 use crate::engine::report::Reports;
+use crate::http::seen::Seen;
 use crate::manager::ResourceManager;
 
 /// What every request handler shares.
@@ -26,4 +27,6 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// One permit per delivery being handled, `MAX_CONCURRENT_REQUESTS` in all.
     pub requests: Arc<tokio::sync::Semaphore>,
+    /// Standard Webhooks messages the hook has had, so that one is not offered twice.
+    pub seen: Seen,
 }

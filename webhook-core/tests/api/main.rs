@@ -12,5 +12,6 @@ mod replay;
 mod report;
 mod retries;
 mod senders;
+mod standard_webhooks;
 mod status;
 mod waldur;

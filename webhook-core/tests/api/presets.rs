@@ -19,17 +19,20 @@ async fn the_github_preset_verifies_x_hub_signature_256_only() {
     )
     .await;
     let body = b"Hello, World!";
-    let (name, header) = webhook::contract::signature::Keys::new(vec![secret.clone().into_bytes()])
+    let headers = webhook::contract::signature::Keys::new(vec![secret.clone().into_bytes()])
         .with_preset(Preset::Github)
-        .signature_header(body);
-    assert_eq!(name, HUB);
+        .sender_headers(body);
+    let [(name, header)] = &headers[..] else {
+        panic!("one header: {headers:?}")
+    };
+    assert_eq!(*name, HUB);
 
     // Act
-    let right = app.post_with(body, &[(HUB, &header)]).await;
+    let right = app.post_with(body, &[(HUB, header)]).await;
     let other_header = app
-        .post_with(body, &[("x-webhook-signature", &header)])
+        .post_with(body, &[("x-webhook-signature", header)])
         .await;
-    let other_body = app.post_with(b"Hello, World?", &[(HUB, &header)]).await;
+    let other_body = app.post_with(b"Hello, World?", &[(HUB, header)]).await;
 
     // Assert
     assert_eq!(right.status(), 400, "the signature was accepted");

@@ -473,7 +473,8 @@ impl Raw {
     }
 
     /// The signing preset and whether secrets are Base64: `SIGNATURE_PRESET` decides when
-    /// set (`WEBHOOK_SECRET_ENCODING` may then only agree with it), else
+    /// set (`WEBHOOK_SECRET_ENCODING` may then only agree with it, and must be unset with
+    /// `standard-webhooks`, which decodes each `whsec_` secret and no other), else
     /// `WEBHOOK_SECRET_ENCODING` (default utf8) with the reservation system's headers.
     fn preset(&self) -> Result<(Preset, bool), ConfigError> {
         let preset = match &self.signature_preset {

@@ -84,8 +84,11 @@ pub trait ResourceManager: Send + Sync + 'static {
     /// error's, it must hold no secret.
     ///
     /// The call is not recorded in the ledger: it is made once per delivery, never retried,
-    /// and a repeated delivery calls it again. It should finish within `PROCESSING_BUDGET`;
-    /// a longer call is answered 202 and finishes in the background.
+    /// and a repeated delivery calls it again. With `SIGNATURE_PRESET=standard-webhooks` a
+    /// message (`webhook-id`) answered 2xx is not offered again by the same replica while it
+    /// may still arrive; with several replicas, or after a restart, still expect an event
+    /// twice. It should finish within `PROCESSING_BUDGET`; a longer call is answered 202 and
+    /// finishes in the background.
     async fn on_event(&self, event: &OtherEvent<'_>) -> Result<Option<Outcome>, ManagerError> {
         let _ = event;
         Ok(None)

@@ -125,6 +125,7 @@ pub async fn offer(
 /// `REPLAY_TOLERANCE`, when the signature check refuses it anyway, and at least the
 /// tolerance from now, for a sender's retry with a new timestamp.
 fn keep(state: &AppState, m: &Message) -> std::time::Duration {
+    // The configuration refuses this preset without a tolerance; five minutes is the spec's.
     let tolerance = state
         .config
         .replay_tolerance

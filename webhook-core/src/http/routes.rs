@@ -10,10 +10,9 @@
 //! `SIGNATURE_PRESET=standard-webhooks` the signed timestamp is `webhook-timestamp`, checked
 //! with the signature (401), and the body's own `timestamp` is neither needed nor checked: a
 //! sender retrying a message keeps its body, and the event's time in it, but signs the
-//! attempt's time anew. A Waldur delivery is admitted by its
-//! address (403) and token (401) before its body is read, and has no signature or timestamp
-//! to check. The health and metrics endpoints take no permit, so they answer while the
-//! deliveries are saturated.
+//! attempt's time anew. A Waldur delivery is admitted by its address (403) and token (401)
+//! before its body is read, and has no signature or timestamp to check. The health and
+//! metrics endpoints take no permit, so they answer while the deliveries are saturated.
 //!
 //! Once parsed, a Waldur delivery is always answered 2xx: Waldur sends it once and ignores
 //! the status.

@@ -399,6 +399,41 @@ async fn a_retry_after_the_hook_failed_is_offered_again() {
 }
 
 #[tokio::test]
+async fn a_message_still_being_handled_is_refused_for_now_not_dropped() {
+    // Arrange
+    let secret = secret(1);
+    let manager = RecordingManager::new();
+    manager.answer_events(HookAnswer::Slow(std::time::Duration::from_millis(1500)));
+    let app = spawn(&secret, manager.clone()).await;
+    let body = fixture("event_created.json");
+    let first = signed(&secret, "msg_slow", &body);
+    let retry = signed(&secret, "msg_slow", &body);
+
+    // Act: the sender's retry arrives while the first delivery is still being handled.
+    let (handled, during) = tokio::join!(post(&app, &body, &first), async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        post(&app, &body, &retry).await
+    });
+    let after = post(&app, &body, &signed(&secret, "msg_slow", &body)).await;
+
+    // Assert
+    assert_eq!(during.status(), 409);
+    let reply = json(during).await;
+    assert_eq!(reply["status"], "in_progress");
+    assert!(
+        reply["message"]
+            .as_str()
+            .unwrap()
+            .contains("try again later"),
+        "{reply}"
+    );
+    assert_eq!(json(handled).await["status"], "handled");
+    assert_eq!(json(after).await["status"], "duplicate");
+    assert_eq!(manager.events().len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_repeated_booking_event_is_answered_by_the_ledger_whatever_its_webhook_id() {
     // Arrange
     let secret = secret(1);

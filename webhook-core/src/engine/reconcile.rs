@@ -29,6 +29,11 @@ use crate::manager::{ManagerError, Outcome, ResourceManager};
 pub const LEASE: Duration = Duration::from_secs(30);
 /// How often the ledger is polled for due work when nothing wakes the loop earlier.
 const POLL: Duration = Duration::from_secs(1);
+/// The shortest time between two looks for due work that finished calls asked for. Under
+/// load calls finish thousands of times a second, and each asks: without a gap the look
+/// would run back to back on the ledger. A booking held back by a neighbour waits this much
+/// longer at most.
+const WOKEN_LOOK_GAP: Duration = Duration::from_millis(25);
 /// Manager calls running at once in this process; more wait for a slot.
 const MAX_CONCURRENT_CALLS: usize = 64;
 /// The longest wait between two rounds of retention.
@@ -252,6 +257,7 @@ impl Reconciler {
         // The timed polls are the leading replica's (`Store::leads`); every replica looks
         // at start-up and when woken, so its own work never waits for the leader.
         let mut woken = true;
+        let mut last_look: Option<Instant> = None;
         while !self.stop.is_cancelled() {
             let leads = self.store.leads();
             if leads && last_sweep.is_none_or(|t| t.elapsed() >= sweep_every) {
@@ -271,6 +277,16 @@ impl Reconciler {
                 }
             }
             if leads || woken {
+                let rest = last_look.map_or(Duration::ZERO, |t| {
+                    WOKEN_LOOK_GAP.saturating_sub(t.elapsed())
+                });
+                if woken && !rest.is_zero() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(rest) => {}
+                        _ = self.stop.cancelled() => break,
+                    }
+                }
+                last_look = Some(Instant::now());
                 match self.store.due(ledger::now(), 256).await {
                     Ok(ids) => ids.iter().for_each(|id| self.kick(id)),
                     Err(e) => tracing::warn!(error = %e, "cannot read due bookings"),

@@ -24,7 +24,7 @@ mod group;
 mod lead;
 mod step;
 
-use step::{Step, Write, step};
+use step::{Start, Step, Write, step};
 
 use super::rules;
 use super::{
@@ -321,6 +321,7 @@ impl Store for Postgres {
             id,
             intent.resource_id,
             now,
+            Start::Read,
             |existing, neighbours| {
                 let d = rules::record(existing, intent, now);
                 let claimed = match lease {
@@ -369,19 +370,26 @@ impl Store for Postgres {
         lease_until: Millis,
     ) -> Result<Option<Claim>, StoreError> {
         // A booking that does not exist has no resource to read: any key finds none.
-        step(&self.group, id, 0, now, |existing, neighbours| {
-            let Some(d) =
-                existing.and_then(|b| rules::claim(b, neighbours, owner, now, lease_until))
-            else {
-                return Ok(Step::Keep(None));
-            };
-            let w = Write {
-                booking: d.booking.clone(),
-                history: vec![d.history.clone()],
-                reports: Vec::new(),
-            };
-            Ok(Step::write(w, d.into_claim()))
-        })
+        step(
+            &self.group,
+            id,
+            0,
+            now,
+            Start::Read,
+            |existing, neighbours| {
+                let Some(d) =
+                    existing.and_then(|b| rules::claim(b, neighbours, owner, now, lease_until))
+                else {
+                    return Ok(Step::Keep(None));
+                };
+                let w = Write {
+                    booking: d.booking.clone(),
+                    history: vec![d.history.clone()],
+                    reports: Vec::new(),
+                };
+                Ok(Step::write(w, d.into_claim()))
+            },
+        )
         .await
     }
 
@@ -407,7 +415,8 @@ impl Store for Postgres {
         reports: &[NewEntry],
         deferred_audit: Option<&NewEntry>,
     ) -> Result<Option<Booking>, StoreError> {
-        step(&self.group, id, 0, now, |existing, _| {
+        // On the row as the claim left it, when this replica made the claim.
+        step(&self.group, id, 0, now, Start::Known, |existing, _| {
             let Some(d) = existing.and_then(|b| rules::finish(b, owner, finish, now)) else {
                 return Ok(Step::Keep(None));
             };
@@ -509,19 +518,26 @@ impl Store for Postgres {
         let mut call = Vec::new();
         for row in candidates {
             let (id, resource): (String, i64) = (row.get(0), row.get(1));
-            let needs_call = step(&self.group, &id, resource, now, |existing, _| {
-                Ok(match existing.and_then(|b| rules::sweep(b, now)) {
-                    Some(d) => Step::write(
-                        Write {
-                            booking: d.booking,
-                            history: vec![d.history],
-                            reports: Vec::new(),
-                        },
-                        d.result,
-                    ),
-                    None => Step::Keep(false),
-                })
-            })
+            let needs_call = step(
+                &self.group,
+                &id,
+                resource,
+                now,
+                Start::Read,
+                |existing, _| {
+                    Ok(match existing.and_then(|b| rules::sweep(b, now)) {
+                        Some(d) => Step::write(
+                            Write {
+                                booking: d.booking,
+                                history: vec![d.history],
+                                reports: Vec::new(),
+                            },
+                            d.result,
+                        ),
+                        None => Step::Keep(false),
+                    })
+                },
+            )
             .await?;
             if needs_call {
                 call.push(id);

@@ -15,7 +15,7 @@ use tokio_postgres::Statement;
 use tokio_postgres::types::ToSql;
 
 use super::client;
-use super::step::{self, Ask, Job, Param, Read, WRITE};
+use super::step::{self, Ask, Job, Known, Param, Read, WRITE, Written};
 use crate::engine::ledger::StoreError;
 
 /// Connections that write groups, and connections that read them, each one group at a
@@ -35,7 +35,9 @@ type Waiting<I, O> = Arc<Mutex<mpsc::UnboundedReceiver<(I, Answer<O>)>>>;
 /// Where steps hand their reads and their writes.
 pub(super) struct Group {
     reads: Queue<Ask, Read>,
-    writes: Queue<Job, bool>,
+    writes: Queue<Job, Option<Written>>,
+    /// The rows this replica's claims left, for the steps that record their results.
+    pub known: Known,
 }
 
 impl Group {
@@ -45,6 +47,7 @@ impl Group {
         Self {
             reads: Queue::start(pool, READERS, |c, group| Box::pin(read(c, group))),
             writes: Queue::start(pool, WRITERS, |c, group| Box::pin(commit(c, group))),
+            known: Known::default(),
         }
     }
 
@@ -53,9 +56,9 @@ impl Group {
         self.reads.ask(ask).await
     }
 
-    /// Writes `job` with the steps waiting with it: `true` once it is committed, `false`
-    /// if what it read had changed (nothing of it is written).
-    pub(super) async fn write(&self, job: Job) -> Result<bool, StoreError> {
+    /// Writes `job` with the steps waiting with it: how it left the row once it is
+    /// committed, `None` if what it read had changed (nothing of it is written).
+    pub(super) async fn write(&self, job: Job) -> Result<Option<Written>, StoreError> {
         self.writes.ask(job).await
     }
 }
@@ -153,11 +156,11 @@ async fn read(c: &Object, group: Vec<(Ask, Answer<Read>)>) {
 /// bookings and resources go in one statement, which commits by itself; a step that meets
 /// one of them goes in a next statement, and then all of them are one transaction, so
 /// that it sees the decision before its own (and finds what it read changed).
-async fn commit(c: &Object, mut group: Vec<(Job, Answer<bool>)>) {
+async fn commit(c: &Object, mut group: Vec<(Job, Answer<Option<Written>>)>) {
     // Every group takes the rows it locks in one order, so two groups (of two replicas)
     // never wait for each other in a circle.
     group.sort_by(|(a, _), (b, _)| (a.resource, &a.booking.id).cmp(&(b.resource, &b.booking.id)));
-    let (jobs, answers): (Vec<Job>, Vec<Answer<bool>>) = group.into_iter().unzip();
+    let (jobs, answers): (Vec<Job>, Vec<Answer<Option<Written>>>) = group.into_iter().unzip();
     let statement = match c.prepare_cached(&WRITE).await {
         Ok(s) => s,
         Err(e) => {
@@ -211,17 +214,26 @@ async fn commit(c: &Object, mut group: Vec<(Job, Answer<bool>)>) {
         // down.
         for (job, answer) in jobs.iter().zip(answers) {
             let written = write(c, &statement, &step::params(&[job])).await;
-            let _ = answer.send(written.map(|ids| !ids.is_empty()));
+            let _ = answer.send(written.map(|mut rows| rows.pop().map(|(_, w)| w)));
         }
         return;
     }
-    let mut answered: Vec<Option<Result<bool, StoreError>>> = jobs.iter().map(|_| None).collect();
+    let mut answered: Vec<Option<Result<Option<Written>, StoreError>>> =
+        jobs.iter().map(|_| None).collect();
     for (round, written) in rounds.iter().zip(written) {
+        let mut rows = match written {
+            Ok(rows) => rows
+                .into_iter()
+                .collect::<std::collections::HashMap<_, _>>(),
+            Err(e) => {
+                for &i in round {
+                    answered[i] = Some(Err(StoreError(e.0.clone())));
+                }
+                continue;
+            }
+        };
         for &i in round {
-            answered[i] = Some(match &written {
-                Ok(ids) => Ok(ids.contains(&jobs[i].booking.id)),
-                Err(e) => Err(StoreError(e.0.clone())),
-            });
+            answered[i] = Some(Ok(rows.remove(&jobs[i].booking.id)));
         }
     }
     for (answer, written) in answers.into_iter().zip(answered) {
@@ -252,15 +264,23 @@ fn rounds(jobs: &[Job]) -> Vec<Vec<usize>> {
     rounds.into_iter().map(|(steps, ..)| steps).collect()
 }
 
-/// Runs one [`WRITE`]: the ids of the bookings written.
+/// Runs one [`WRITE`]: the bookings written, each with how it left its row.
 async fn write(
     c: &Object,
     statement: &Statement,
     params: &[Param<'_>],
-) -> Result<Vec<String>, StoreError> {
+) -> Result<Vec<(String, Written)>, StoreError> {
     let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as _).collect();
     let rows = c.query(statement, &params).await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    rows.iter()
+        .map(|r| {
+            let written = Written {
+                row_version: r.try_get(1)?,
+                resource_version: r.try_get(2)?,
+            };
+            Ok((r.try_get(0)?, written))
+        })
+        .collect()
 }
 
 /// Runs `first` and then `rest` concurrently, polling them in that order, so that each

@@ -14,6 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::contract::signature::{Keys, Preset};
+use crate::engine::seal::Seal;
 use crate::http::waldur;
 
 /// Who the service is: the webhook crate's name and version (in `/healthz`, the server's
@@ -119,6 +120,9 @@ pub struct Config {
     pub admin_token: Option<SecretString>,
     /// `POST /waldur`; `None` (no `WALDUR_TOKEN` nor `WALDUR_ALLOWED_CIDRS`) turns it off.
     pub waldur: Option<waldur::Settings>,
+    /// `SEAL_CREDENTIALS`: whether the secrets managers hand out are sealed to the user's
+    /// SSH key (decision 18).
+    pub seal_credentials: Seal,
 }
 
 /// Where the ledger lives.
@@ -203,6 +207,7 @@ struct Raw {
     waldur_configure_events: Option<String>,
     waldur_release_events: Option<String>,
     waldur_resource_type: Option<String>,
+    seal_credentials: Option<String>,
 }
 
 fn default_host() -> String {
@@ -459,6 +464,7 @@ impl Raw {
             ledger_retention,
             admin_token: self.admin_token,
             waldur,
+            seal_credentials: seal_credentials(self.seal_credentials)?,
         })
     }
 
@@ -633,6 +639,19 @@ fn budget(value: Option<String>) -> Result<Duration, ConfigError> {
         )));
     }
     Ok(budget)
+}
+
+/// `SEAL_CREDENTIALS`: off (the default), prefer or require.
+fn seal_credentials(value: Option<String>) -> Result<Seal, ConfigError> {
+    let Some(text) = value else {
+        return Ok(Seal::default());
+    };
+    Seal::parse(&text).ok_or_else(|| {
+        ConfigError(format!(
+            "SEAL_CREDENTIALS: {text:?} is not {}",
+            Seal::ACCEPTED
+        ))
+    })
 }
 
 /// Reads a whole number of at least 1.
@@ -962,6 +981,23 @@ mod tests {
             let err = config(&vars).unwrap_err().to_string();
             assert!(err.contains(expected), "{vars:?}: {err}");
         }
+    }
+
+    #[test]
+    fn sealing_credentials_is_off_unless_set_and_bad_values_name_the_accepted_ones() {
+        let secret = ("WEBHOOK_SECRET", "test-secret-of-at-least-32-bytes-long");
+        assert_eq!(config(&[secret]).unwrap().seal_credentials, Seal::Off);
+        for (value, seal) in [("prefer", Seal::Prefer), (" Require", Seal::Require)] {
+            let c = config(&[secret, ("SEAL_CREDENTIALS", value)]).unwrap();
+            assert_eq!(c.seal_credentials, seal);
+        }
+        let err = config(&[secret, ("SEAL_CREDENTIALS", "always")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("SEAL_CREDENTIALS: \"always\" is not off, prefer or require"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -456,8 +456,8 @@ impl Reconciler {
 
     /// The user's message for a call's outcome, its secret sealed as `SEAL_CREDENTIALS` says.
     ///
-    /// With `require`, a configure whose secret cannot be sealed (too long, sealed, for a
-    /// message) is undone: the resource is released again at once, so that no credentials
+    /// With `require`, a configure whose secret cannot be sealed (sealed, it is too long for
+    /// a message) is undone: the resource is released again at once, so that no credentials
     /// stay valid that nobody received, and the configure fails with the reason. A release's
     /// secret that cannot be sealed is left out of its message.
     async fn deliverable(

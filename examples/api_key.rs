@@ -240,8 +240,8 @@ impl ResourceManager for ApiKey {
         tracing::info!(%user, scopes = %scopes.join(","), "API key configured");
         // The connection first: sealed, the key leaves room for little more.
         Ok(Outcome::new(format!(
-            "host={} port={} user={user} works for keys starting with {prefix} (scopes {}) \
-             until {}. Key:",
+            "host={} port={} user={user} for keys starting with {prefix} (scopes {}) until \
+             {}. Key:",
             self.settings.redis_public_host.trim(),
             self.settings.redis_public_port,
             scopes.join(","),

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use redis::aio::MultiplexedConnection;
 use serde_json::json;
 use webhook::contract::reservation::{Parameters, Reservation, Resource, User};
+use webhook::engine::seal::{self, Key, Seal};
 use webhook::manager::ResourceManager;
 
 use crate::backends::redis::{ADMIN_USER, Redis};
@@ -366,6 +367,35 @@ async fn an_unknown_or_empty_scope_is_refused_and_nothing_is_created() {
         assert_eq!(error.message(), expected);
     }
     assert_eq!(acl_users(&redis).await, ["default"]);
+}
+
+#[tokio::test]
+async fn the_key_sealed_to_the_users_ssh_key_authenticates_and_the_address_fits() {
+    // Arrange
+    let redis = Redis::start();
+    let manager = manager(&redis).await;
+    let ssh = helpers::SshKey::generate("ed25519");
+
+    // Act: what SEAL_CREDENTIALS=prefer sends.
+    let outcome = manager.configure(&booking("103", &[])).await;
+    let message = seal::message(
+        &outcome.expect("configure succeeds"),
+        Seal::Prefer,
+        Key::parse(Some(&ssh.public)).as_ref(),
+    )
+    .expect("prefer never refuses");
+
+    // Assert
+    assert!(message.encode_utf16().count() <= 500, "{message}");
+    let address = format!("host=127.0.0.1 port={} user=booking-103", redis.port);
+    assert!(message.starts_with(&address), "{message}");
+    let key = ssh.unseal(&message);
+    assert!(!message.contains(&key));
+    let mut con = redis
+        .login("booking-103", &key)
+        .await
+        .expect("the unsealed key authenticates");
+    run(&mut con, &["SET", "booking:103:x", "1"]).await.unwrap();
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 use webhook::contract::reservation::{Parameters, Reservation, Resource, User};
+use webhook::engine::seal::{self, Key, Seal};
 use webhook::manager::ResourceManager;
 
 use crate::backends::postgres::Postgres;
@@ -139,6 +140,36 @@ async fn configure_gives_a_login_that_owns_its_database_and_can_create_tables() 
         .await
         .expect("the role can create tables in its database");
     assert!(pg.login(&user, "wrong", &dbname).await.is_err());
+}
+
+#[tokio::test]
+async fn the_password_sealed_to_the_users_key_logs_in_and_the_connection_string_fits() {
+    // Arrange
+    let pg = Postgres::start();
+    let manager = manager(&pg).await;
+    let key = helpers::SshKey::generate("ed25519");
+
+    // Act: what SEAL_CREDENTIALS=prefer sends.
+    let outcome = manager.configure(&booking("103", Some("alice"), &[])).await;
+    let message = seal::message(
+        &outcome.expect("configure succeeds"),
+        Seal::Prefer,
+        Key::parse(Some(&key.public)).as_ref(),
+    )
+    .expect("prefer never refuses");
+
+    // Assert
+    assert!(message.encode_utf16().count() <= 500, "{message}");
+    let connection = format!(
+        "host=127.0.0.1 port={} dbname='booking_103' user='booking_103'",
+        pg.port
+    );
+    assert!(message.starts_with(&connection), "{message}");
+    let password = key.unseal(&message);
+    assert!(!message.contains(&password));
+    pg.login("booking_103", &password, "booking_103")
+        .await
+        .expect("the unsealed password logs in");
 }
 
 #[tokio::test]

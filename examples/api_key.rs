@@ -9,9 +9,11 @@
 //! A prefix is only a fence if there is no way around it: while Redis's `default` user
 //! logs in without a password and reaches the bookings' keys, the manager refuses to start.
 //!
-//! The user receives the host, port, user name, key and key prefix:
-//! `redis-cli -h redis.example.org -p 6379 --user booking-103 --pass <key>`, keys under
-//! `booking:103:`.
+//! The user receives the host, port, user name and key prefix, and the key on a line of its
+//! own: `redis-cli -h redis.example.org -p 6379 --user booking-103 --pass <key>`, keys under
+//! `booking:103:`. The key is the outcome's secret ([`Outcome::with_secret`]): with
+//! `SEAL_CREDENTIALS=prefer` or `require` the service seals it to the user's SSH key, so
+//! that the reservation system, which keeps the message, cannot read it.
 //!
 //! # Settings
 //! - `REDIS_ADMIN_URL` (required): how this webhook connects, e.g.
@@ -236,14 +238,16 @@ impl ResourceManager for ApiKey {
             .map_err(|e| redis_error("create the API key", e))?;
 
         tracing::info!(%user, scopes = %scopes.join(","), "API key configured");
+        // The connection first: sealed, the key leaves room for little more.
         Ok(Outcome::new(format!(
-            "host={} port={} user={user} key={key} works for keys starting with {prefix} \
-             (scopes {}) until {}.",
+            "host={} port={} user={user} for keys starting with {prefix} (scopes {}) until \
+             {}. Key:",
             self.settings.redis_public_host.trim(),
             self.settings.redis_public_port,
             scopes.join(","),
             reservation.end.format("%Y-%m-%d %H:%M UTC"),
-        )))
+        ))
+        .with_secret(key))
     }
 
     #[tracing::instrument(skip_all, fields(booking = %reservation.event_id))]

@@ -8,7 +8,11 @@
 //! PostgreSQL 14 or later.
 //!
 //! The user receives a libpq connection string, which `psql` and most drivers take:
-//! `host=db.example.org port=5432 dbname='booking_103' user='booking_103' password='…'`.
+//! `host=db.example.org port=5432 dbname='booking_103' user='booking_103'`, and the password
+//! on a line of its own (`PGPASSWORD=… psql "host=…"`). The password is the outcome's secret
+//! ([`Outcome::with_secret`]): with `SEAL_CREDENTIALS=prefer` or `require` the service
+//! seals it to the user's SSH key, so that the reservation system, which keeps the message,
+//! cannot read it; sealed, the message has room for the connection string's start only.
 //! The server is sent only the password's SCRAM verifier, never the password itself, so it
 //! cannot show up in the server's statement log.
 //!
@@ -455,8 +459,8 @@ impl ResourceManager for PostgresDatabase {
             .map_err(|e| sql_error("open the database role", e))?;
 
         tracing::info!(limit, "database configured");
-        let text = message(&self.settings, &name, &password, limit, reservation.end);
-        Ok(Outcome::new(text))
+        let text = message(&self.settings, &name, limit, reservation.end);
+        Ok(Outcome::new(text).with_secret(password))
     }
 
     #[tracing::instrument(skip_all, fields(booking = %reservation.event_id))]
@@ -660,19 +664,14 @@ pub fn name_prefix(event_id: &str) -> String {
 
 /// What the user is told: a libpq connection string first, so that nothing they need is
 /// lost if the reservation system cuts the text at 500 characters.
-fn message(
-    settings: &Settings,
-    name: &str,
-    password: &str,
-    limit: u16,
-    end: DateTime<Utc>,
-) -> String {
+/// What the user reads before the password, the connection string first: sealed, the
+/// password leaves room for little more.
+fn message(settings: &Settings, name: &str, limit: u16, end: DateTime<Utc>) -> String {
     format!(
-        "host={} port={} dbname={name} user={name} password={} is your PostgreSQL database \
-         until {}, for at most {limit} connections at a time.",
+        "host={} port={} dbname={name} user={name} is your PostgreSQL database until {}, \
+         for at most {limit} connections at a time. Password:",
         settings.pg_public_host.trim(),
         settings.pg_public_port,
-        conninfo_value(password),
         end.format("%Y-%m-%d %H:%M UTC"),
         name = conninfo_value(name),
     )
@@ -797,13 +796,11 @@ mod tests {
         let name = name_prefix(&"9".repeat(20));
         let password = "p".repeat(PASSWORD_CHARS);
 
-        let text = message(&settings, &name, &password, u16::MAX, chrono::Utc::now());
+        let text = message(&settings, &name, u16::MAX, chrono::Utc::now());
 
-        assert!(
-            text.chars().count() <= 500,
-            "{} characters",
-            text.chars().count()
-        );
+        // In plain text the password follows on a line of its own.
+        let shown = text.chars().count() + 1 + password.len();
+        assert!(shown <= 500, "{shown} characters");
     }
 
     #[test]

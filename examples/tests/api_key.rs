@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 use redis::aio::MultiplexedConnection;
 use serde_json::json;
 use webhook::contract::reservation::{Parameters, Reservation, Resource, User};
+use webhook::engine::seal::{self, Key, Seal};
 use webhook::manager::ResourceManager;
 
 use crate::backends::redis::{ADMIN_USER, Redis};
-use crate::helpers;
+use crate::helpers::{self, Shown as _, secret};
 
 #[allow(dead_code)]
 #[path = "../api_key.rs"]
@@ -94,9 +95,9 @@ async fn logged_in(manager: &ApiKey, redis: &Redis, event_id: &str) -> Multiplex
         .configure(&booking(event_id, &[]))
         .await
         .expect(event_id)
-        .message;
+        .shown();
     redis
-        .login(&field(&message, "user"), &field(&message, "key"))
+        .login(&field(&message, "user"), &secret(&message))
         .await
         .expect(event_id)
 }
@@ -255,12 +256,12 @@ async fn the_key_works_inside_its_prefix_and_is_refused_outside_it() {
     let outcome = manager.configure(&booking("103", &[])).await;
 
     // Assert
-    let message = outcome.expect("configure succeeds").message;
+    let message = outcome.expect("configure succeeds").shown();
     assert!(message.chars().count() <= 500, "{message}");
     assert_eq!(field(&message, "host"), "127.0.0.1");
     assert_eq!(field(&message, "port"), redis.port.to_string());
     assert_eq!(field(&message, "user"), "booking-103");
-    let key = field(&message, "key");
+    let key = secret(&message);
     assert!(
         key.len() >= 24 && key.chars().all(|c| c.is_ascii_alphanumeric()),
         "{key}"
@@ -316,14 +317,11 @@ async fn the_read_scope_alone_refuses_writes() {
         .configure(&booking("5", &[("scopes", " READ ")]))
         .await
         .unwrap()
-        .message;
+        .shown();
 
     // Assert
     assert!(message.contains("(scopes read)"), "{message}");
-    let mut con = redis
-        .login("booking-5", &field(&message, "key"))
-        .await
-        .unwrap();
+    let mut con = redis.login("booking-5", &secret(&message)).await.unwrap();
     assert_eq!(
         run(&mut con, &["GET", "booking:5:x"]).await,
         Ok(redis::Value::BulkString(b"given".to_vec()))
@@ -372,15 +370,41 @@ async fn an_unknown_or_empty_scope_is_refused_and_nothing_is_created() {
 }
 
 #[tokio::test]
+async fn the_key_sealed_to_the_users_ssh_key_authenticates_and_the_address_fits() {
+    // Arrange
+    let redis = Redis::start();
+    let manager = manager(&redis).await;
+    let ssh = helpers::SshKey::generate("ed25519");
+
+    // Act: what SEAL_CREDENTIALS=prefer sends.
+    let outcome = manager.configure(&booking("103", &[])).await;
+    let message = seal::message(
+        &outcome.expect("configure succeeds"),
+        Seal::Prefer,
+        Key::parse(Some(&ssh.public)).as_ref(),
+    )
+    .expect("prefer never refuses");
+
+    // Assert
+    assert!(message.encode_utf16().count() <= 500, "{message}");
+    let address = format!("host=127.0.0.1 port={} user=booking-103", redis.port);
+    assert!(message.starts_with(&address), "{message}");
+    let key = ssh.unseal(&message);
+    assert!(!message.contains(&key));
+    let mut con = redis
+        .login("booking-103", &key)
+        .await
+        .expect("the unsealed key authenticates");
+    run(&mut con, &["SET", "booking:103:x", "1"]).await.unwrap();
+}
+
+#[tokio::test]
 async fn configuring_again_issues_a_new_key_and_the_old_one_stops_working() {
     // Arrange
     let redis = Redis::start();
     let manager = manager(&redis).await;
     let reservation = booking("103", &[("scopes", "read,write")]);
-    let first = field(
-        &manager.configure(&reservation).await.unwrap().message,
-        "key",
-    );
+    let first = secret(&manager.configure(&reservation).await.unwrap().shown());
 
     // Act
     let second = manager
@@ -389,7 +413,7 @@ async fn configuring_again_issues_a_new_key_and_the_old_one_stops_working() {
         .expect("a repeat succeeds");
 
     // Assert
-    let key = field(&second.message, "key");
+    let key = secret(&second.shown());
     assert_ne!(key, first);
     assert!(redis.login("booking-103", &first).await.is_err());
     let mut con = redis.login("booking-103", &key).await.expect("the new key");
@@ -403,10 +427,7 @@ async fn release_closes_open_connections_and_the_key_stops_working() {
     let redis = Redis::start();
     let manager = manager(&redis).await;
     let reservation = booking("103", &[]);
-    let key = field(
-        &manager.configure(&reservation).await.unwrap().message,
-        "key",
-    );
+    let key = secret(&manager.configure(&reservation).await.unwrap().shown());
     let mut open = redis.login("booking-103", &key).await.unwrap();
     run(&mut open, &["SET", "booking:103:x", "1"])
         .await
@@ -452,11 +473,11 @@ async fn odd_ids_give_distinct_users_whose_keys_work() {
             .configure(&booking(id, &[]))
             .await
             .expect(id)
-            .message;
+            .shown();
 
         // Assert
         let user = field(&message, "user");
-        let mut con = redis.login(&user, &field(&message, "key")).await.expect(id);
+        let mut con = redis.login(&user, &secret(&message)).await.expect(id);
         let prefix = example::key_prefix(id);
         assert!(message.contains(&prefix), "{message}");
         run(&mut con, &["SET", &format!("{prefix}x"), "1"])

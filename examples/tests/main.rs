@@ -5,6 +5,28 @@
 /// The core's test kit, as the tests here call it.
 mod helpers {
     pub use webhook::testing::*;
+
+    use webhook::engine::seal::{self, Seal};
+    use webhook::manager::Outcome;
+
+    /// What the user reads of an outcome with `SEAL_CREDENTIALS=off`: its text, then its
+    /// secret on a line of its own.
+    #[allow(dead_code)]
+    pub trait Shown {
+        fn shown(&self) -> String;
+    }
+
+    impl Shown for Outcome {
+        fn shown(&self) -> String {
+            seal::message(self, Seal::Off, None).expect("off never refuses")
+        }
+    }
+
+    /// The secret in what [`Shown::shown`] gives: its last line.
+    #[allow(dead_code)]
+    pub fn secret(shown: &str) -> String {
+        shown.lines().last().unwrap_or_default().to_owned()
+    }
 }
 
 #[allow(dead_code)]

@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use serde_json::json;
 use webhook::contract::reservation::{Parameters, Reservation, Resource, User};
+use webhook::engine::seal::{self, Key, Seal};
 use webhook::manager::ResourceManager;
 
 use crate::backends::postgres::Postgres;
-use crate::helpers;
+use crate::helpers::{self, Shown as _, secret};
 
 #[allow(dead_code)]
 #[path = "../postgres_database.rs"]
@@ -122,7 +123,7 @@ async fn configure_gives_a_login_that_owns_its_database_and_can_create_tables() 
     let outcome = manager.configure(&booking("103", Some("alice"), &[])).await;
 
     // Assert
-    let message = outcome.expect("configure succeeds").message;
+    let message = outcome.expect("configure succeeds").shown();
     assert!(message.chars().count() <= 500, "{message}");
     assert_eq!(conninfo(&message, "host"), "127.0.0.1");
     assert_eq!(conninfo(&message, "port"), pg.port.to_string());
@@ -131,7 +132,7 @@ async fn configure_gives_a_login_that_owns_its_database_and_can_create_tables() 
         (user.as_str(), dbname.as_str()),
         ("booking_103", "booking_103")
     );
-    let password = conninfo(&message, "password");
+    let password = secret(&message);
     assert!(password.len() >= 24, "{password}");
     let session = pg.login(&user, &password, &dbname).await.expect("login");
     session
@@ -139,6 +140,36 @@ async fn configure_gives_a_login_that_owns_its_database_and_can_create_tables() 
         .await
         .expect("the role can create tables in its database");
     assert!(pg.login(&user, "wrong", &dbname).await.is_err());
+}
+
+#[tokio::test]
+async fn the_password_sealed_to_the_users_key_logs_in_and_the_connection_string_fits() {
+    // Arrange
+    let pg = Postgres::start();
+    let manager = manager(&pg).await;
+    let key = helpers::SshKey::generate("ed25519");
+
+    // Act: what SEAL_CREDENTIALS=prefer sends.
+    let outcome = manager.configure(&booking("103", Some("alice"), &[])).await;
+    let message = seal::message(
+        &outcome.expect("configure succeeds"),
+        Seal::Prefer,
+        Key::parse(Some(&key.public)).as_ref(),
+    )
+    .expect("prefer never refuses");
+
+    // Assert
+    assert!(message.encode_utf16().count() <= 500, "{message}");
+    let connection = format!(
+        "host=127.0.0.1 port={} dbname='booking_103' user='booking_103'",
+        pg.port
+    );
+    assert!(message.starts_with(&connection), "{message}");
+    let password = key.unseal(&message);
+    assert!(!message.contains(&password));
+    pg.login("booking_103", &password, "booking_103")
+        .await
+        .expect("the unsealed password logs in");
 }
 
 #[tokio::test]
@@ -159,14 +190,14 @@ async fn no_other_role_can_connect_to_a_booking_database() {
         .batch_execute("CREATE ROLE intruder LOGIN PASSWORD 'intruder'")
         .await
         .unwrap();
-    let dbname = conninfo(&mine.message, "dbname");
+    let dbname = conninfo(&mine.shown(), "dbname");
 
     // Act
     let intruder = pg.login("intruder", "intruder", &dbname).await;
     let other_booking = pg
         .login(
-            &conninfo(&theirs.message, "user"),
-            &conninfo(&theirs.message, "password"),
+            &conninfo(&theirs.shown(), "user"),
+            &secret(&theirs.shown()),
             &dbname,
         )
         .await;
@@ -187,10 +218,10 @@ async fn the_connections_parameter_limits_open_sessions() {
         .configure(&booking("7", Some("alice"), &[("connections", "1")]))
         .await
         .unwrap()
-        .message;
+        .shown();
     let (user, password, dbname) = (
         conninfo(&message, "user"),
-        conninfo(&message, "password"),
+        secret(&message),
         conninfo(&message, "dbname"),
     );
     let _first = pg
@@ -236,9 +267,9 @@ async fn configuring_again_keeps_the_data_and_issues_a_new_password() {
     let pg = Postgres::start();
     let manager = manager(&pg).await;
     let reservation = booking("103", Some("alice"), &[]);
-    let first = manager.configure(&reservation).await.unwrap().message;
+    let first = manager.configure(&reservation).await.unwrap().shown();
     let (user, dbname) = (conninfo(&first, "user"), conninfo(&first, "dbname"));
-    pg.login(&user, &conninfo(&first, "password"), &dbname)
+    pg.login(&user, &secret(&first), &dbname)
         .await
         .unwrap()
         .batch_execute("CREATE TABLE kept (x int)")
@@ -250,17 +281,13 @@ async fn configuring_again_keeps_the_data_and_issues_a_new_password() {
         .configure(&reservation)
         .await
         .expect("a repeat succeeds")
-        .message;
+        .shown();
 
     // Assert
     assert_eq!(conninfo(&second, "user"), user);
-    let new_password = conninfo(&second, "password");
-    assert_ne!(new_password, conninfo(&first, "password"));
-    assert!(
-        pg.login(&user, &conninfo(&first, "password"), &dbname)
-            .await
-            .is_err()
-    );
+    let new_password = secret(&second);
+    assert_ne!(new_password, secret(&first));
+    assert!(pg.login(&user, &secret(&first), &dbname).await.is_err());
     let session = pg
         .login(&user, &new_password, &dbname)
         .await
@@ -277,10 +304,10 @@ async fn release_ends_open_sessions_and_drops_the_database_and_the_role() {
     let pg = Postgres::start();
     let manager = manager(&pg).await;
     let reservation = booking("103", Some("alice"), &[]);
-    let message = manager.configure(&reservation).await.unwrap().message;
+    let message = manager.configure(&reservation).await.unwrap().shown();
     let (user, password, dbname) = (
         conninfo(&message, "user"),
-        conninfo(&message, "password"),
+        secret(&message),
         conninfo(&message, "dbname"),
     );
     let open = pg.login(&user, &password, &dbname).await.unwrap();
@@ -373,14 +400,14 @@ async fn odd_usernames_and_ids_give_distinct_valid_names_that_work() {
             .configure(reservation)
             .await
             .expect("configure")
-            .message;
+            .shown();
         let (user, dbname) = (conninfo(&message, "user"), conninfo(&message, "dbname"));
 
         // Assert
         assert!(user.len() <= 63, "{user}");
         assert!(!user.chars().any(char::is_control), "{user:?}");
         let session = pg
-            .login(&user, &conninfo(&message, "password"), &dbname)
+            .login(&user, &secret(&message), &dbname)
             .await
             .unwrap_or_else(|e| panic!("{user:?} cannot log in: {e}"));
         session

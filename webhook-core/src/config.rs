@@ -16,6 +16,44 @@ use serde::Deserialize;
 use crate::contract::signature::{Keys, Preset, WHSEC_PREFIX, standard_webhooks_key};
 use crate::http::waldur;
 
+/// `SEAL_CREDENTIALS`: whether the secrets of outcomes are sealed to the user's SSH key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Seal {
+    /// Never: the secret goes in plain text, after the outcome's text (the default).
+    #[default]
+    Off,
+    /// When the user has an `ssh-ed25519` or `ssh-rsa` key and the sealed message fits;
+    /// otherwise in plain text.
+    Prefer,
+    /// Always: a booking whose user has no key a secret can be sealed to is refused before
+    /// `configure`, and a configured one whose secret does not fit sealed is released again.
+    Require,
+}
+
+impl Seal {
+    /// The values `SEAL_CREDENTIALS` accepts, in words.
+    pub const ACCEPTED: &str = "off, prefer or require";
+
+    /// Reads a value of `SEAL_CREDENTIALS` (case and surrounding spaces ignored).
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "off" => Some(Seal::Off),
+            "prefer" => Some(Seal::Prefer),
+            "require" => Some(Seal::Require),
+            _ => None,
+        }
+    }
+
+    /// The setting's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Seal::Off => "off",
+            Seal::Prefer => "prefer",
+            Seal::Require => "require",
+        }
+    }
+}
+
 /// Who the service is: the webhook crate's name and version (in `/healthz`, the server's
 /// name and the reports' `User-Agent`), and the resource type the project was generated
 /// for, which `RESOURCE_TYPE` overrides. Made by [`service!`](crate::service) in the
@@ -121,6 +159,9 @@ pub struct Config {
     pub admin_token: Option<SecretString>,
     /// `POST /waldur`; `None` (no `WALDUR_TOKEN` nor `WALDUR_ALLOWED_CIDRS`) turns it off.
     pub waldur: Option<waldur::Settings>,
+    /// `SEAL_CREDENTIALS`: whether the secrets managers hand out are sealed to the user's
+    /// SSH key (decision 18).
+    pub seal_credentials: Seal,
 }
 
 /// Where the ledger lives.
@@ -205,6 +246,7 @@ struct Raw {
     waldur_configure_events: Option<String>,
     waldur_release_events: Option<String>,
     waldur_resource_type: Option<String>,
+    seal_credentials: Option<String>,
 }
 
 fn default_host() -> String {
@@ -469,6 +511,7 @@ impl Raw {
             ledger_retention,
             admin_token: self.admin_token,
             waldur,
+            seal_credentials: seal_credentials(self.seal_credentials)?,
         })
     }
 
@@ -668,6 +711,19 @@ fn budget(value: Option<String>) -> Result<Duration, ConfigError> {
         )));
     }
     Ok(budget)
+}
+
+/// `SEAL_CREDENTIALS`: off (the default), prefer or require.
+fn seal_credentials(value: Option<String>) -> Result<Seal, ConfigError> {
+    let Some(text) = value else {
+        return Ok(Seal::default());
+    };
+    Seal::parse(&text).ok_or_else(|| {
+        ConfigError(format!(
+            "SEAL_CREDENTIALS: {text:?} is not {}",
+            Seal::ACCEPTED
+        ))
+    })
 }
 
 /// Reads a whole number of at least 1.
@@ -1016,6 +1072,23 @@ mod tests {
             let err = config(&vars).unwrap_err().to_string();
             assert!(err.contains(expected), "{vars:?}: {err}");
         }
+    }
+
+    #[test]
+    fn sealing_credentials_is_off_unless_set_and_bad_values_name_the_accepted_ones() {
+        let secret = ("WEBHOOK_SECRET", "test-secret-of-at-least-32-bytes-long");
+        assert_eq!(config(&[secret]).unwrap().seal_credentials, Seal::Off);
+        for (value, seal) in [("prefer", Seal::Prefer), (" Require", Seal::Require)] {
+            let c = config(&[secret, ("SEAL_CREDENTIALS", value)]).unwrap();
+            assert_eq!(c.seal_credentials, seal);
+        }
+        let err = config(&[secret, ("SEAL_CREDENTIALS", "always")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("SEAL_CREDENTIALS: \"always\" is not off, prefer or require"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::error::Error as StdError;
 use std::fmt;
 
 use async_trait::async_trait;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::contract::event::OtherEvent;
 use crate::contract::reservation::Reservation;
@@ -41,7 +42,8 @@ pub trait ResourceManager: Send + Sync + 'static {
     /// A booking started: make the resource usable by `reservation.user`.
     ///
     /// The outcome's message is shown to the user by the reservation system, so put in
-    /// it what they need to use the resource (address, user name, password).
+    /// it what they need to use the resource (address, user name), and the password or key
+    /// with [`Outcome::with_secret`], which `SEAL_CREDENTIALS` can seal to the user's SSH key.
     async fn configure(&self, reservation: &Reservation) -> Result<Outcome, ManagerError>;
 
     /// A booking ended, was deleted, or outlived its end: undo what `configure` did.
@@ -81,7 +83,7 @@ pub trait ResourceManager: Send + Sync + 'static {
     /// without this method), `Ok(Some(outcome))` for 200 `handled`, an error for 5xx
     /// `failed`. There is no user to notify, so the outcome's message (cut to 500
     /// characters) is the reply's message and lands in the sender's webhook log: like an
-    /// error's, it must hold no secret.
+    /// error's, it must hold no secret (an [`Outcome::with_secret`]'s secret is dropped).
     ///
     /// The call is not recorded in the ledger: it is made once per delivery, never retried,
     /// and a repeated delivery calls it again. With `SIGNATURE_PRESET=standard-webhooks` a
@@ -95,12 +97,34 @@ pub trait ResourceManager: Send + Sync + 'static {
     }
 }
 
-/// What a successful `configure` or `release` did, in words for the user.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a successful `configure` or `release` did, in words for the user, and the secret
+/// handed out, if any (a password, a key).
+///
+/// Give the secret with [`Outcome::with_secret`], never in the text: the service then puts it
+/// in the user's notification on a line of its own after the text, in plain text or, as
+/// `SEAL_CREDENTIALS` says, sealed to the user's SSH key, so that only the user can read it
+/// (decision 18). End the text with what the secret is, e.g. `… Password:`. The message,
+/// secret included, is at most 500 characters: the secret is never cut, the text is shortened
+/// (ending in `…`) to make room for it, and sealed it takes about 430 characters, so put
+/// what matters most first in the text.
+///
+/// ```
+/// use webhook::manager::Outcome;
+///
+/// let outcome = Outcome::new("host=db.example.org user=booking_103 Password:")
+///     .with_secret(secrecy::SecretString::from("kX9…"));
+/// // Debug output never shows the secret.
+/// assert!(!format!("{outcome:?}").contains("kX9"));
+/// ```
+///
+/// The secret is never logged nor kept in the ledger, and the outcome of
+/// [`ResourceManager::on_event`], which goes to the sender, never carries it.
+#[derive(Clone)]
 pub struct Outcome {
     /// Shown to the user. The reservation system keeps at most 500 characters;
     /// a longer message is cut at a character boundary.
     pub message: String,
+    secret: Option<SecretString>,
 }
 
 impl Outcome {
@@ -108,9 +132,41 @@ impl Outcome {
     pub fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
+            secret: None,
         }
     }
+
+    /// The secret handed out, shown after the message on a line of its own, plain or sealed
+    /// (see [`Outcome`]).
+    pub fn with_secret(mut self, secret: impl Into<SecretString>) -> Self {
+        self.secret = Some(secret.into());
+        self
+    }
+
+    /// The secret handed out, if any.
+    pub fn secret(&self) -> Option<&SecretString> {
+        self.secret.as_ref()
+    }
 }
+
+impl fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Outcome")
+            .field("message", &self.message)
+            .field("secret", &self.secret.as_ref().map(|_| "[REDACTED]"))
+            .finish()
+    }
+}
+
+impl PartialEq for Outcome {
+    fn eq(&self, other: &Self) -> bool {
+        self.message == other.message
+            && self.secret.as_ref().map(ExposeSecret::expose_secret)
+                == other.secret.as_ref().map(ExposeSecret::expose_secret)
+    }
+}
+
+impl Eq for Outcome {}
 
 /// Whether trying the same call again later can succeed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

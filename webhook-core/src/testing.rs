@@ -504,6 +504,15 @@ impl Event {
         self
     }
 
+    /// The SSH public key the user registered (`sshPublicKey`), or none; only the flat and
+    /// batched shapes carry one.
+    pub fn ssh_public_key(mut self, key: Option<&str>) -> Self {
+        if matches!(self.shape, Shape::Flat | Shape::Batch) {
+            self.body["sshPublicKey"] = key.map_or(Value::Null, Value::from);
+        }
+        self
+    }
+
     /// The booking's time slot.
     pub fn window(mut self, start: DateTime<Utc>, end: DateTime<Utc>) -> Self {
         let (start, end) = (start.to_rfc3339(), end.to_rfc3339());
@@ -786,6 +795,98 @@ impl Backend {
 /// [`Backend::endpoints`] as the pairs [`spawn_app_with`] takes.
 pub fn vars<'a>(endpoints: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     endpoints.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// The first line of the hint before a sealed secret (`SEAL_CREDENTIALS`), up to the
+/// command that decrypts it.
+pub const SEALED_HINT: &str = crate::engine::seal::HINT;
+
+/// An SSH key pair made for a test by `ssh-keygen` (OpenSSH's client), in a temporary
+/// directory kept while it lives: for users whose credentials are sealed.
+pub struct SshKey {
+    /// The public key, `ssh-ed25519 AAAA… test`, as a user registers it (`sshPublicKey`).
+    pub public: String,
+    /// The private key's file, without a passphrase.
+    pub private: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SshKey {
+    /// A new key pair of `kind` (`ed25519`, `rsa`): `ssh-keygen -t KIND -N '' -f DIR/id`.
+    pub fn generate(kind: &str) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let private = dir.path().join("id");
+        let made = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", kind, "-N", "", "-C", "test", "-f"])
+            .arg(&private)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("ssh-keygen cannot run ({e}): run scripts/install-test-tools.sh")
+            });
+        assert!(made.status.success(), "ssh-keygen -t {kind}: {made:?}");
+        let public = std::fs::read_to_string(private.with_extension("pub"))
+            .expect("ssh-keygen wrote the public key")
+            .trim()
+            .to_owned();
+        Self {
+            public,
+            private,
+            _dir: dir,
+        }
+    }
+
+    /// The secret sealed in a notification's `message`, decrypted with this key by the
+    /// `age` crate; panics if there is none or it does not decrypt.
+    pub fn unseal(&self, message: &str) -> String {
+        use base64::Engine as _;
+        let (_, sealed) = sealed_part(message).expect("the message has a sealed secret");
+        let file = base64::engine::general_purpose::STANDARD
+            .decode(sealed)
+            .expect("one line of Base64");
+        let key = std::fs::read(&self.private).expect("the private key");
+        let identity = age::ssh::Identity::from_buffer(key.as_slice(), None).expect("an identity");
+        let secret = age::decrypt(&identity, &file).expect("the sealed secret decrypts");
+        String::from_utf8(secret).expect("the secret is text")
+    }
+
+    /// The same with the `age` command, as the user would: the hint's command, this key's
+    /// file in place of `~/.ssh/…`, given the sealed part on its standard input. Panics,
+    /// naming the script that installs it, when `age` is missing.
+    pub fn unseal_with_age(&self, message: &str) -> String {
+        let present = std::process::Command::new("age").arg("--version").output();
+        assert!(
+            present.is_ok_and(|o| o.status.success()),
+            "the age command is missing: run scripts/install-test-tools.sh"
+        );
+        let (command, sealed) = sealed_part(message).expect("the message has a sealed secret");
+        let at = command.find("~/.ssh/").expect("the hint names a key file");
+        let command = format!("{}'{}'", &command[..at], self.private.display());
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", &command])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh runs");
+        {
+            use std::io::Write as _;
+            let mut stdin = child.stdin.take().expect("stdin");
+            stdin.write_all(sealed.as_bytes()).expect("written");
+            stdin.write_all(b"\n").expect("written");
+        }
+        let out = child.wait_with_output().expect("the command ends");
+        assert!(out.status.success(), "{command}: {out:?}");
+        String::from_utf8(out.stdout).expect("the secret is text")
+    }
+}
+
+/// The decrypting command a sealed message names and the sealed part after it (one line of
+/// Base64); `None` for a message with no sealed secret.
+pub fn sealed_part(message: &str) -> Option<(&str, &str)> {
+    let at = message.find(SEALED_HINT)?;
+    let rest = &message[at + SEALED_HINT.len()..];
+    let (command, sealed) = rest.split_once('\n')?;
+    Some((command, sealed.trim()))
 }
 
 #[cfg(test)]

@@ -9,12 +9,13 @@ use super::example::PostgresDatabase;
 use super::pause::Pause;
 use super::{booking, booking_objects, conninfo, manager, server_message, settings};
 use crate::backends::postgres::Postgres;
+use crate::helpers::{Shown as _, secret};
 
 /// The `(user, password, dbname)` a configure's message gives.
 fn login_of(message: &str) -> (String, String, String) {
     (
         conninfo(message, "user"),
-        conninfo(message, "password"),
+        secret(message),
         conninfo(message, "dbname"),
     )
 }
@@ -30,7 +31,7 @@ async fn booked(
         .configure(&booking(id, Some("mallory"), &[]))
         .await
         .expect("configure")
-        .message;
+        .shown();
     let (user, password, own) = login_of(&message);
     pg.login(&user, &password, dbname.unwrap_or(&own))
         .await
@@ -186,7 +187,7 @@ async fn a_session_on_template1_neither_blocks_nor_seeds_the_next_database() {
     let next = manager.configure(&booking("2", Some("victim"), &[])).await;
 
     // Assert
-    let (user, password, dbname) = login_of(&next.expect("the next database is created").message);
+    let (user, password, dbname) = login_of(&next.expect("the next database is created").shown());
     let victim = pg.login(&user, &password, &dbname).await.unwrap();
     let copied: bool = victim
         .query_one(
@@ -215,7 +216,7 @@ async fn a_booking_role_can_connect_to_its_own_database_only() {
         .configure(&booking("1", Some("mallory"), &[]))
         .await
         .unwrap()
-        .message;
+        .shown();
     manager
         .configure(&booking("2", Some("victim"), &[]))
         .await
@@ -272,7 +273,7 @@ async fn no_one_gets_into_a_new_database_before_it_is_closed_to_public() {
             .configure(&booking("1", Some("mallory"), &[]))
             .await
             .unwrap()
-            .message,
+            .shown(),
     );
     let configuring = tokio::spawn({
         let manager = manager.clone();
@@ -352,7 +353,7 @@ async fn the_role_expires_at_the_end_plus_the_grace_and_follows_a_moved_end() {
     };
 
     // Act
-    let message = manager.configure(&reservation).await.unwrap().message;
+    let message = manager.configure(&reservation).await.unwrap().shown();
 
     // Assert
     assert_eq!(

@@ -8,3 +8,4 @@ pub mod metrics;
 pub mod outbox;
 pub mod reconcile;
 pub mod report;
+pub mod seal;

@@ -22,6 +22,7 @@ use crate::engine::ledger::{self, Booking, Claim, Finish, Lease, Op, Store, back
 use crate::engine::metrics::Metrics;
 use crate::engine::outbox::Outbox;
 use crate::engine::report::{Audit, Reports};
+use crate::engine::seal::{self, Key, Seal};
 use crate::manager::{ManagerError, Outcome, ResourceManager};
 
 /// How long a claim holds a booking; renewed every third of it while the call runs, so a
@@ -76,6 +77,11 @@ pub struct Slot {
     _permit: OwnedSemaphorePermit,
 }
 
+/// Whether the booking's user has a key that a secret can be sealed to and fit in a message.
+fn sealable(r: &Reservation) -> bool {
+    Key::parse(r.user.ssh_public_key.as_deref()).is_some_and(|k| k.fits())
+}
+
 /// A call cut short by the shutdown deadline.
 struct CutShort;
 
@@ -93,6 +99,8 @@ pub struct Reconciler {
     release_grace: Duration,
     /// `LEDGER_RETENTION`.
     retention: Option<Duration>,
+    /// `SEAL_CREDENTIALS`.
+    seal: Seal,
     pub signals: Signals,
     wake: Notify,
     /// Bookings with a task here; `true` when it was kicked again meanwhile.
@@ -125,6 +133,7 @@ impl Reconciler {
             retry_backoff: config.retry_backoff,
             release_grace: config.release_grace,
             retention: config.ledger_retention,
+            seal: config.seal_credentials,
             signals: Signals::default(),
             wake: Notify::new(),
             running: Mutex::new(HashMap::new()),
@@ -378,6 +387,8 @@ impl Reconciler {
         );
         async {
             let started = Instant::now();
+            // The outcome becomes the user's message here, sealed as SEAL_CREDENTIALS says,
+            // before anything is recorded: no plain secret that is sealed reaches the ledger.
             let result = match serde_json::from_str::<Reservation>(&b.reservation) {
                 Ok(r) if op == Op::Configure && r.parameters.error().is_some() => {
                     // Never offered to the manager: the booking's own input cannot be read.
@@ -385,9 +396,13 @@ impl Reconciler {
                         r.parameters.error().unwrap_or_default(),
                     ))
                 }
+                Ok(r) if op == Op::Configure && self.seal == Seal::Require && !sealable(&r) => {
+                    // Refused before anything is configured: its secret could reach no one.
+                    Err(ManagerError::invalid_input(seal::Unsealed::NoKey.to_string()))
+                }
                 Ok(r) => {
                     let call = async {
-                        match op {
+                        let outcome = match op {
                             Op::Configure => self.manager.configure(&r).await,
                             Op::Release => self.manager.release(&r).await,
                             Op::EndChanged => self
@@ -395,7 +410,8 @@ impl Reconciler {
                                 .end_changed(&r)
                                 .await
                                 .map(|()| Outcome::new(String::new())),
-                        }
+                        }?;
+                        self.deliverable(op, &r, outcome).await
                     };
                     tokio::select! {
                         result = self.with_lease(&b.id, call) => result,
@@ -411,9 +427,7 @@ impl Reconciler {
             let finish = match result {
                 Ok(outcome) => {
                     tracing::info!("{} succeeded", op.as_str());
-                    Finish::Done {
-                        outcome: outcome.message,
-                    }
+                    Finish::Done { outcome }
                 }
                 Err(e) if e.is_invalid_input() => {
                     tracing::warn!(error.message = %e, "{} refused: the booking's input is not acceptable", op.as_str());
@@ -454,6 +468,60 @@ impl Reconciler {
         }
         .instrument(span)
         .await
+    }
+
+    /// The user's message for a call's outcome, its secret sealed as `SEAL_CREDENTIALS` says.
+    ///
+    /// With `require`, a configure whose secret cannot be sealed (sealed, it is too long for
+    /// a message) is undone: the resource is released again at once, so that no credentials
+    /// stay valid that nobody received, and the configure fails with the reason. A release's
+    /// secret that cannot be sealed is left out of its message.
+    async fn deliverable(
+        &self,
+        op: Op,
+        r: &Reservation,
+        outcome: Outcome,
+    ) -> Result<String, ManagerError> {
+        let key = Key::parse(r.user.ssh_public_key.as_deref());
+        let why = match seal::message(&outcome, self.seal, key.as_ref()) {
+            Ok(message) => return Ok(message),
+            Err(why) => why,
+        };
+        if op != Op::Configure {
+            tracing::warn!(reason = %why, "a secret that cannot be sealed was left out of the message");
+            return Ok(format!(
+                "{}\n(A secret was left out: {why}.)",
+                outcome.message.trim_end()
+            ));
+        }
+        drop(outcome);
+        tracing::error!(reason = %why, "configured, but its secret cannot be sealed (SEAL_CREDENTIALS=require): releasing it again");
+        match self.undo(r).await {
+            Ok(()) => Err(ManagerError::permanent(format!(
+                "{why}; the resource was released again"
+            ))),
+            Err(e) => Err(ManagerError::permanent(format!(
+                "{why}, and releasing the resource again failed ({e}): it is released when \
+                 the booking ends"
+            ))),
+        }
+    }
+
+    /// Releases a resource just configured whose credentials cannot be delivered, retried
+    /// (whatever the error, as releases are) up to `MAX_ATTEMPTS` times on the backoff.
+    async fn undo(&self, r: &Reservation) -> Result<(), ManagerError> {
+        let mut attempt = 1;
+        loop {
+            match self.manager.release(r).await {
+                Ok(_) => return Ok(()),
+                Err(e) if attempt >= self.max_attempts => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error.message = %e, attempt, "releasing it again failed; trying again");
+                    tokio::time::sleep(backoff(self.retry_backoff, attempt)).await;
+                    attempt += 1;
+                }
+            }
+        }
     }
 
     /// Records a call's result, with the user's notification and, if the delivery was

@@ -11,6 +11,7 @@ mod presets;
 mod replay;
 mod report;
 mod retries;
+mod sealed;
 mod senders;
 mod standard_webhooks;
 mod status;

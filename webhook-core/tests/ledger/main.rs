@@ -11,6 +11,7 @@ mod crash;
 mod logs;
 mod postgres;
 mod scaling;
+mod sealed;
 mod startup;
 mod storm;
 mod suite;

@@ -141,13 +141,13 @@ pub async fn run<M: ResourceManager>(
     manager: impl Future<Output = anyhow::Result<M>>,
 ) -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // It checks another webhook: none of this service's settings, nor its .env, concern it.
+    if let Some(Command::Conformance(args)) = cli.command {
+        return crate::app::conformance::command(args, service.resource_type).await;
+    }
     // A .env file is a convenience for running locally; real environment variables win.
     if crate::app::local::reads_dotenv(cli.dotenv) {
         crate::app::local::load(std::path::Path::new(".env"))?;
-    }
-    // It checks another webhook: none of this service's settings are needed.
-    if let Some(Command::Conformance(args)) = cli.command {
-        return crate::app::conformance::command(args, service.resource_type).await;
     }
     let config = Config::from_env(service)?;
     match cli.command {

@@ -64,19 +64,17 @@ impl Target {
         }
     }
 
-    /// The target the command line names. The secret and the resource type fall back on
-    /// `WEBHOOK_SECRET` and `RESOURCE_TYPE` (read again here, so that a `.env` loaded after
-    /// the command line was parsed counts), then the type on `default_resource_type`.
+    /// The target the command line names (where `WEBHOOK_SECRET` and `RESOURCE_TYPE`
+    /// stand in for the flags); the resource type is `default_resource_type` when neither
+    /// names one. No `.env` is read: it holds this service's settings, not the target's.
     pub fn from_args(args: &ConformanceArgs, default_resource_type: &str) -> anyhow::Result<Self> {
         let secret = args
             .secret
             .clone()
-            .or_else(|| std::env::var("WEBHOOK_SECRET").ok().map(Into::into))
             .context("conformance needs the webhook's secret: --secret or WEBHOOK_SECRET")?;
         let resource_type = args
             .resource_type
             .clone()
-            .or_else(|| std::env::var("RESOURCE_TYPE").ok())
             .unwrap_or_else(|| default_resource_type.to_owned());
         anyhow::ensure!(
             !resource_type.trim().is_empty(),

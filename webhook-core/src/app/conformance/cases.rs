@@ -199,7 +199,7 @@ async fn bad_bodies(s: &mut Session<'_>) {
     let b = s.booking(Flat::Full);
     let mut big = bodies::start(&b, Utc::now());
     big["eventDescription"] = "x".repeat(OVERSIZED).into();
-    let d = Delivery::json(&big).starting(&b);
+    let d = Delivery::json(&big).paced().starting(&b);
     s.send("START over 1 MiB", Expect::Status(413), d).await;
     let d = Delivery::json(&big).chunked().starting(&b);
     s.send(

@@ -28,8 +28,9 @@ const HUB_SIGNATURE: &str = "X-Hub-Signature-256";
 /// Where the back end's numbering of test bookings and resources starts: far above any real
 /// id, and below 2^53, so a JavaScript webhook reads it exactly.
 const NUMBERED_BASE: i64 = 8_000_000_000_000_000;
-/// The pieces a chunked body is sent in.
-const CHUNK: usize = 64 * 1024;
+/// The pieces a large body is sent in, and the pause after each.
+const PIECE: usize = 32 * 1024;
+const PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// How a delivery is signed.
 #[derive(Debug, Clone)]
@@ -50,11 +51,22 @@ pub(super) enum Signing {
     Garbage,
 }
 
+/// How a body goes on the wire.
+#[derive(Debug, Clone, Copy)]
+enum Sending {
+    /// In one piece, with its length.
+    Whole,
+    /// In pieces, with its length.
+    Paced,
+    /// In pieces, without a length (`Transfer-Encoding: chunked`).
+    Chunked,
+}
+
 /// One request to the webhook, and what it means for the bookings it names.
 pub(super) struct Delivery {
     body: Vec<u8>,
     signing: Signing,
-    chunked: bool,
+    sending: Sending,
     timed: bool,
     starts: Vec<Booking>,
     ends: Vec<String>,
@@ -66,7 +78,7 @@ impl Delivery {
         Self {
             body,
             signing: Signing::Base64,
-            chunked: false,
+            sending: Sending::Whole,
             timed: false,
             starts: Vec::new(),
             ends: Vec::new(),
@@ -88,9 +100,15 @@ impl Delivery {
         self
     }
 
-    /// Sent in chunks, without `Content-Length`.
+    /// Sent in pieces, with its `Content-Length`.
+    pub fn paced(mut self) -> Self {
+        self.sending = Sending::Paced;
+        self
+    }
+
+    /// Sent in pieces, chunked, without `Content-Length`.
     pub fn chunked(mut self) -> Self {
-        self.chunked = true;
+        self.sending = Sending::Chunked;
         self
     }
 
@@ -114,18 +132,53 @@ impl Delivery {
     }
 }
 
-/// A body sent in pieces with no length announced, so HTTP/1.1 sends it chunked.
-struct Chunked(VecDeque<Bytes>);
+/// A large body sent in pieces with a pause after each, with its length announced or not
+/// (then HTTP/1.1 sends it chunked). A webhook that refuses it part way answers and closes
+/// the connection; the pauses let the client read that answer before its next write fails.
+struct Paced {
+    pieces: VecDeque<Bytes>,
+    length: Option<u64>,
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
+}
 
-impl http_body::Body for Chunked {
+impl Paced {
+    fn new(body: &[u8], announce_length: bool) -> Self {
+        Self {
+            pieces: body.chunks(PIECE).map(Bytes::copy_from_slice).collect(),
+            length: announce_length.then_some(body.len() as u64),
+            pause: None,
+        }
+    }
+}
+
+impl http_body::Body for Paced {
     type Data = Bytes;
     type Error = Infallible;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
-        Poll::Ready(self.0.pop_front().map(|c| Ok(http_body::Frame::data(c))))
+        if let Some(pause) = self.pause.as_mut() {
+            std::task::ready!(pause.as_mut().poll(cx));
+            self.pause = None;
+        }
+        let piece = self.pieces.pop_front();
+        if piece.is_some() {
+            self.pause = Some(Box::pin(tokio::time::sleep(PAUSE)));
+        }
+        Poll::Ready(piece.map(|p| Ok(http_body::Frame::data(p))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pieces.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self.length {
+            Some(n) => http_body::SizeHint::with_exact(n),
+            None => http_body::SizeHint::default(),
+        }
     }
 }
 
@@ -275,11 +328,10 @@ impl<'a> Session<'a> {
         if let Some((name, value)) = self.signature(delivery) {
             request = request.header(name, value);
         }
-        let body = if delivery.chunked {
-            let pieces = delivery.body.chunks(CHUNK).map(Bytes::copy_from_slice);
-            reqwest::Body::wrap(Chunked(pieces.collect()))
-        } else {
-            reqwest::Body::from(delivery.body.clone())
+        let body = match delivery.sending {
+            Sending::Whole => reqwest::Body::from(delivery.body.clone()),
+            Sending::Paced => reqwest::Body::wrap(Paced::new(&delivery.body, true)),
+            Sending::Chunked => reqwest::Body::wrap(Paced::new(&delivery.body, false)),
         };
         let response = request
             .body(body)

@@ -10,13 +10,15 @@
 //!
 //! - `cases`: which deliveries, in which order, and what the contract expects of each.
 //! - `bodies`: the fixtures, rewritten.
-//! - `wire`: signing, sending, timing, and the bookings still to end.
+//! - `delivery`: one request: its signature, how its body goes on the wire.
+//! - `session`: sending, timing and judging each, and the bookings still to end.
 //! - `report`: the results, as a table or as JSON ([`Report`]).
 
 mod bodies;
 mod cases;
+mod delivery;
 mod report;
-mod wire;
+mod session;
 
 use std::time::Duration;
 
@@ -92,7 +94,7 @@ impl Target {
 
 /// Runs every case against `target`, in order, then ends the bookings still open.
 pub async fn run(target: &Target) -> anyhow::Result<Report> {
-    let mut session = wire::Session::new(target)?;
+    let mut session = session::Session::new(target)?;
     cases::all(&mut session).await;
     Ok(session.finish().await)
 }

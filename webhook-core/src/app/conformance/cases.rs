@@ -7,8 +7,9 @@
 use chrono::Utc;
 
 use super::bodies::{self, Booking, Flat, Reservation};
+use super::delivery::{Delivery, Signing};
 use super::report::Expect;
-use super::wire::{Delivery, Session, Signing};
+use super::session::Session;
 
 /// A body over this is refused with 413: the senders' are 1–3 KB.
 const OVERSIZED: usize = 1024 * 1024 + 1;

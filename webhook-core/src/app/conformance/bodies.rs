@@ -99,6 +99,14 @@ fn user_fields(v: &mut Value) {
     v["userId"] = USER.into();
     replace(v, "username", "conformance-test");
     replace(v, "email", "conformance-test@example.invalid");
+    // The fixture's key (no one holds its private half), with a comment of its own.
+    let key = v.get("sshPublicKey").and_then(Value::as_str).map(|k| {
+        let kind_and_key: Vec<&str> = k.split_whitespace().take(2).collect();
+        format!("{} conformance-test", kind_and_key.join(" "))
+    });
+    if let Some(key) = key {
+        v["sshPublicKey"] = key.into();
+    }
 }
 
 fn flat(fixture_text: &str, b: &Booking, now: DateTime<Utc>) -> Value {
@@ -238,4 +246,68 @@ pub(super) fn data_string(now: DateTime<Utc>) -> Value {
     v["data"] =
         "Payload serialization failed due to detached entity. Event type: EVENT_DELETED".into();
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NUMBERED: i64 = 8_000_000_000_000_000;
+
+    #[test]
+    fn no_body_keeps_a_fixture_id_name_user_or_time() {
+        let now = Utc::now();
+        let booking = |flat| Booking {
+            id: "conformance-abc-1".into(),
+            resource_id: 8_000_000_000_000_001,
+            resource_name: "conformance-test-abc-1".into(),
+            resource_type: "Switch Port".into(),
+            start: now,
+            end: now + Duration::minutes(30),
+            flat,
+        };
+        let n = Numbered {
+            id: 8_000_000_000_000_002,
+            resource_id: 8_000_000_000_000_002,
+            resource_name: "conformance-test-abc-2".into(),
+            resource_type: "Switch Port".into(),
+        };
+        let (full, minimal, other) = (
+            booking(Flat::Full),
+            booking(Flat::Minimal),
+            booking(Flat::OtherType),
+        );
+        let bodies = [
+            start(&full, now),
+            start(&minimal, now),
+            start(&other, now),
+            end(&full, now),
+            batch("EVENT_START", &[&full, &other], &minimal, now),
+            reservation(Reservation::Created, &n, now),
+            reservation(Reservation::Updated, &n, now),
+            reservation(Reservation::Deleted, &n, now),
+            resource(false, &n, now),
+            resource(true, &n, now),
+            ping(now),
+            future_event_type(&n, now),
+            data_string(now),
+        ];
+        for body in bodies {
+            let text = body.to_string();
+            let stale = [
+                "sw1-port", "gpu-node", "alice", "bob", "5f0c", "0d7e", "\"103\"",
+            ];
+            for stale in stale {
+                assert!(!text.contains(stale), "{stale} in {text}");
+            }
+            assert!(body["webhookId"] == 0 || body["webhookId"] == "0", "{text}");
+            let data = &body["data"];
+            assert!(
+                data.get("id").is_none_or(|id| id.as_i64() > Some(NUMBERED)),
+                "{text}"
+            );
+            assert_eq!(body["timestamp"], time(now), "{text}");
+            assert!(body.get("startNotifiedAt").is_none());
+        }
+    }
 }

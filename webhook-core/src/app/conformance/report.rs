@@ -186,3 +186,60 @@ impl Report {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_expectation_is_met_only_by_what_the_contract_allows() {
+        assert!(Expect::Success.met_by(202, Some("accepted")));
+        assert!(!Expect::Success.met_by(409, None));
+        assert!(Expect::Ignored.met_by(200, Some("ignored")));
+        assert!(!Expect::Ignored.met_by(200, Some("ok")));
+        assert!(!Expect::Ignored.met_by(200, None));
+        assert!(Expect::NotConfigured.met_by(200, Some("duplicate")));
+        assert!(Expect::NotConfigured.met_by(204, None));
+        assert!(!Expect::NotConfigured.met_by(200, Some("configured")));
+        assert!(Expect::ClientError.met_by(422, None));
+        assert!(!Expect::ClientError.met_by(500, None));
+        assert!(Expect::Status(401).met_by(401, Some("unauthorized")));
+        assert!(!Expect::Status(401).met_by(403, None));
+    }
+
+    #[test]
+    fn the_table_has_a_row_per_case_and_the_json_an_object_per_case() {
+        let row = |case: &str, reason: Option<&str>| CaseResult {
+            case: case.into(),
+            expected: "401".into(),
+            got: "200 \"ok\"".into(),
+            latency: Duration::from_millis(7),
+            verdict: if reason.is_none() {
+                Verdict::Pass
+            } else {
+                Verdict::Fail
+            },
+            reason: reason.map(str::to_owned),
+        };
+        let report = Report {
+            run_id: "abc".into(),
+            results: vec![row("one", None), row("two", Some("expected 401"))],
+        };
+        let table = report.table();
+        assert_eq!(table.lines().count(), 4, "{table}");
+        assert!(table.contains("FAIL: expected 401"), "{table}");
+        assert!(table.ends_with("run abc: 2 cases, 1 failed\n"), "{table}");
+        let json: serde_json::Value = serde_json::from_str(&report.json()).unwrap();
+        assert_eq!(json[0]["verdict"], "pass");
+        assert_eq!(json[0]["latencyMs"], 7);
+        assert!(json[0].get("reason").is_none());
+        assert_eq!(json[1]["reason"], "expected 401");
+        assert!(
+            report
+                .ensure_passed()
+                .unwrap_err()
+                .to_string()
+                .contains("two")
+        );
+    }
+}

@@ -199,3 +199,12 @@ fn the_conformance_command_takes_a_url_and_flags_and_needs_no_other_settings() {
     // The secret is never printed.
     assert!(!format!("{args:?}").contains("a-secret-for"));
 }
+
+#[tokio::test]
+async fn a_target_that_is_not_an_http_url_is_refused_before_anything_is_sent() {
+    for url in ["127.0.0.1:8080/webhook", "ftp://127.0.0.1/webhook"] {
+        let target = Target::new(url, "a-secret".to_owned().into(), "Switch Port");
+        let err = conformance::run(&target).await.unwrap_err().to_string();
+        assert!(err.contains("URL"), "{url}: {err}");
+    }
+}

@@ -34,6 +34,13 @@ pub(super) struct Session<'a> {
 
 impl<'a> Session<'a> {
     pub fn new(target: &'a Target) -> anyhow::Result<Self> {
+        let url = reqwest::Url::parse(&target.url)
+            .map_err(|e| anyhow::anyhow!("{:?} is not a URL: {e}", target.url))?;
+        anyhow::ensure!(
+            matches!(url.scheme(), "http" | "https"),
+            "{} is not an http:// or https:// URL",
+            target.url
+        );
         let random = crate::engine::ledger::random();
         let run_id = format!("{:08x}", random as u32);
         let client = reqwest::Client::builder()

@@ -18,6 +18,7 @@ use crate::contract::signature::Keys;
 /// Where the back end's numbering of test bookings and resources starts: far above any real
 /// id, and below 2^53, so a JavaScript webhook reads it exactly.
 const NUMBERED_BASE: i64 = 8_000_000_000_000_000;
+
 /// A run in progress: the client, the keys, the next fresh id, the bookings still open and
 /// the results so far.
 pub(super) struct Session<'a> {

@@ -36,7 +36,8 @@
 //! - [`config`]: the settings, from the environment.
 //! - `engine` (not API): the ledger, the reconciler, reports and the outbox, metrics.
 //! - `http` (not API): the endpoints, the gates a delivery passes, the handlers.
-//! - [`app`]: the command line, start-up and shutdown, logs.
+//! - [`app`]: the command line, start-up and shutdown, logs, and `conformance`, which checks
+//!   a webhook in any language against the senders' contract.
 //! - [`testing`] (feature `testing`): the application on a free port, signed fixtures and
 //!   events, for a manager's tests.
 

@@ -1,6 +1,7 @@
 //! The command line: `serve` (the default) runs the webhook; `send` signs an event and posts
 //! it to a running webhook, to try a deployment end to end (`--wait` follows the booking
-//! until its work is done); `outbox list` and `outbox retry` show and re-send reports.
+//! until its work is done); `outbox list` and `outbox retry` show and re-send reports;
+//! `conformance` checks a webhook written in any language against the senders' contract.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -42,6 +43,10 @@ pub enum Command {
     /// as the service: DATA_DIR or LEDGER_URL).
     #[command(subcommand)]
     Outbox(OutboxCommand),
+    /// Replay what the reservation system's senders do against a running webhook, in any
+    /// language, and print what the contract expects of each reply and what came; exit
+    /// status 1 on any failure. Needs none of the service's other settings.
+    Conformance(ConformanceArgs),
 }
 
 /// What `outbox` does.
@@ -94,6 +99,44 @@ pub struct SendArgs {
     pub wait_timeout: std::time::Duration,
 }
 
+/// The arguments of `conformance`.
+#[derive(Debug, clap::Args)]
+pub struct ConformanceArgs {
+    /// The webhook's URL, e.g. http://127.0.0.1:8080/webhook.
+    pub url: String,
+    /// The webhook's secret, as configured there; every delivery is signed with it.
+    #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
+    pub secret: Option<secrecy::SecretString>,
+    /// The resource type the webhook handles, as the reservation system names it
+    /// [default: this service's].
+    #[arg(long, env = "RESOURCE_TYPE")]
+    pub resource_type: Option<String>,
+    /// The longest a START or END may take to be answered: the event processor waits for
+    /// each reply before it sends anything else.
+    #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
+    pub latency_budget: std::time::Duration,
+    /// How long to wait for any reply (the back end's read timeout).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+    /// How deliveries are signed: `reservation-system` (the senders' own way), or
+    /// `standard-webhooks` (`webhook-id`, `webhook-timestamp`, `webhook-signature`; a
+    /// `whsec_` secret is Base64-decoded).
+    #[arg(long, env = "SIGNATURE_PRESET", default_value = "reservation-system", value_parser = conformance_preset)]
+    pub preset: crate::contract::signature::Preset,
+    /// Print the results as a JSON array (case, expected, got, latencyMs, verdict), for CI.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The signing presets `conformance` can sign with.
+fn conformance_preset(text: &str) -> Result<crate::contract::signature::Preset, String> {
+    use crate::contract::signature::Preset;
+    match Preset::parse(text) {
+        Some(p @ (Preset::ReservationSystem | Preset::StandardWebhooks)) => Ok(p),
+        _ => Err("conformance signs as reservation-system or standard-webhooks".into()),
+    }
+}
+
 /// The example event `send` posts.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Example {
@@ -112,6 +155,10 @@ pub async fn run<M: ResourceManager>(
     manager: impl Future<Output = anyhow::Result<M>>,
 ) -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // It checks another webhook: none of this service's settings, nor its .env, concern it.
+    if let Some(Command::Conformance(args)) = cli.command {
+        return crate::app::conformance::command(args, service.resource_type).await;
+    }
     // A .env file is a convenience for running locally; real environment variables win.
     if crate::app::local::reads_dotenv(cli.dotenv) {
         crate::app::local::load(std::path::Path::new(".env"))?;
@@ -120,6 +167,7 @@ pub async fn run<M: ResourceManager>(
     match cli.command {
         Some(Command::Send(args)) => return send(&config, args).await,
         Some(Command::Outbox(command)) => return outbox(&config, command).await,
+        Some(Command::Conformance(_)) => unreachable!("run before the settings are read"),
         Some(Command::Serve) | None => {}
     }
     crate::app::telemetry::init(&config.log_level, config.log_format);

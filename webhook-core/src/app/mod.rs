@@ -1,6 +1,8 @@
-//! Running the service: the command line, start-up and shutdown, logs, and local runs.
+//! Running the service: the command line, start-up and shutdown, logs, and local runs; and
+//! checking another webhook against the senders' contract (`conformance`).
 
 pub mod cli;
+pub mod conformance;
 pub mod local;
 pub mod startup;
 pub mod telemetry;

@@ -1,6 +1,7 @@
 //! The service over HTTP, started on a free port for each test.
 
 mod bad_input;
+mod conformance;
 mod contract;
 mod helpers;
 mod hook;

@@ -140,7 +140,7 @@ async fn read_body(req: &Request, body: Body, state: &AppState) -> Result<bytes:
 
 /// Reads a body of at most `limit` bytes (`None` beyond it) into a buffer sized for the
 /// `expected` length, growing it no further than `limit`: every request in flight holds
-/// at most its own body.
+/// at most its own body, read straight into that buffer.
 async fn read_limited(
     body: Body,
     expected: usize,
@@ -149,20 +149,21 @@ async fn read_limited(
     use tokio::io::AsyncReadExt as _;
     let mut reader = body.into_async_read();
     let mut data = Vec::with_capacity(expected.clamp(1024, limit));
-    let mut chunk = [0u8; 4096];
     loop {
-        let n = reader.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(Some(data.into()));
-        }
-        if data.len() + n > limit {
-            return Ok(None);
-        }
-        if data.len() + n > data.capacity() {
-            let grown = (data.capacity() * 2).clamp(data.len() + n, limit);
+        if data.len() == data.capacity() {
+            if data.len() >= limit {
+                // Full: one byte more and the body is too large.
+                let mut probe = [0u8; 1];
+                let more = reader.read(&mut probe).await?;
+                return Ok((more == 0).then(|| data.into()));
+            }
+            let grown = (data.capacity() * 2).min(limit);
             data.reserve_exact(grown - data.len());
         }
-        data.extend_from_slice(&chunk[..n]);
+        // Reads into the spare capacity only, so the buffer never grows here.
+        if reader.read_buf(&mut data).await? == 0 {
+            return Ok(Some(data.into()));
+        }
     }
 }
 

@@ -14,21 +14,23 @@
 //!
 //! - Plain: the text, then the secret on a line of its own.
 //! - Sealed: the text, a line saying how to decrypt
-//!   (`Decrypt with your SSH key: base64 -d | age -d -i ~/.ssh/id_ed25519`), then the age
+//!   (`Decrypt with: base64 -d | age -d -i ~/.ssh/id_ed25519`), then the age
 //!   file as one line of Base64, which that command reads pasted.
 //!
 //! One line of Base64 rather than age's ASCII armor: armor adds its two marker lines and a
 //! line break every 64 characters (about 75 characters for a password), which leave no room
 //! for the text, and survives no reflowing of lines. A 32-character secret sealed to an
-//! `ssh-ed25519` key is 344 to about 390 characters of Base64 (360 typically), so the
-//! message leaves 40 to 90 characters for the text. To an `ssh-rsa` key no sealed message
-//! fits (its wrapped file key alone is as long as the modulus, 342 characters of Base64 for
-//! 2048 bits): such a key is parsed, tried, and found not to fit ([`Key::fits`]).
+//! `ssh-ed25519` key is 344 to 556 characters of Base64 (the random part below); files are
+//! written until the text fits whole beside one, so a 100-character text is kept whole (40
+//! seals of a text that starts with the PostgreSQL example's connection string, none cut).
+//! To an `ssh-rsa` key no sealed message fits (its wrapped file key alone is as long as the modulus, 342 characters of
+//! Base64 for 2048 bits): such a key is parsed, tried, and found not to fit ([`Key::fits`]).
 //!
 //! The `age` crate adds a random "grease" stanza (a random tag and 0 to 100 random bytes)
 //! to every file it writes, so that readers keep tolerating stanzas they do not know: 0 to
-//! about 200 characters of Base64. [`ATTEMPTS`] files are written and the shortest is
-//! kept; which one is kept depends on the grease alone, never on the secret.
+//! about 200 characters of Base64. Files are written until one leaves room for the whole
+//! text, [`ATTEMPTS`] at most, and the shortest is kept; which one is kept depends on the
+//! grease and the text's length alone, never on the secret.
 
 use base64::Engine as _;
 use secrecy::ExposeSecret;
@@ -38,10 +40,10 @@ use crate::engine::report::{MESSAGE_MAX, truncate};
 use crate::manager::Outcome;
 
 /// The start of the line before a sealed secret; the command that decrypts it follows.
-pub const HINT: &str = "Decrypt with your SSH key: ";
+pub const HINT: &str = "Decrypt with: ";
 
-/// Files written for one secret, the shortest of which is kept.
-pub const ATTEMPTS: usize = 64;
+/// The most files written for one secret, the shortest of which is kept.
+pub const ATTEMPTS: usize = 128;
 
 /// An SSH public key a secret can be sealed to: `ssh-ed25519`, or `ssh-rsa` of 2048 to 4096
 /// bits, as age takes them.
@@ -123,17 +125,25 @@ pub fn compose_plain(text: &str, secret: &str) -> String {
 }
 
 /// The text (shortened as needed), the hint and the sealed secret as one line of Base64;
-/// `None` if even the hint and that line, with no text, are too long.
+/// `None` if even the hint and that line, with no text, are too long. Files are written
+/// until one leaves room for the whole text, [`ATTEMPTS`] at most, and the shortest is kept.
 pub fn compose_sealed(text: &str, secret: &[u8], key: &Key) -> Option<String> {
+    let hint = format!("{HINT}base64 -d | age -d -i {}\n", key.identity);
+    // The room the line of Base64 has if the whole text is to fit beside it.
+    let room = MESSAGE_MAX.saturating_sub(units(text.trim_end()) + 1 + units(&hint));
     let mut shortest: Option<Vec<u8>> = None;
     for _ in 0..ATTEMPTS {
         let file = age::encrypt(&key.recipient, secret).ok()?;
+        let fits = file.len().div_ceil(3) * 4 <= room;
         if shortest.as_ref().is_none_or(|s| file.len() < s.len()) {
             shortest = Some(file);
         }
+        if fits {
+            break;
+        }
     }
     let line = base64::engine::general_purpose::STANDARD.encode(shortest?);
-    let tail = format!("{HINT}base64 -d | age -d -i {}\n{line}", key.identity);
+    let tail = format!("{hint}{line}");
     (units(&tail) <= MESSAGE_MAX).then(|| after(text, &tail))
 }
 
@@ -202,7 +212,7 @@ mod tests {
         assert_eq!(lines[0], "Key:");
         assert_eq!(
             lines[1],
-            "Decrypt with your SSH key: base64 -d | age -d -i ~/.ssh/id_ed25519"
+            "Decrypt with: base64 -d | age -d -i ~/.ssh/id_ed25519"
         );
         assert!(units(&m) < MESSAGE_MAX, "{}", units(&m));
         assert_eq!(pair.unseal(&m), secret);

@@ -23,8 +23,9 @@
 //! `ssh-ed25519` key is 344 to 556 characters of Base64 (the random part below); files are
 //! written until the text fits whole beside one, so a 100-character text is kept whole (40
 //! seals of a text that starts with the PostgreSQL example's connection string, none cut).
-//! To an `ssh-rsa` key no sealed message fits (its wrapped file key alone is as long as the modulus, 342 characters of
-//! Base64 for 2048 bits): such a key is parsed, tried, and found not to fit ([`Key::fits`]).
+//! To an `ssh-rsa` key no sealed message fits (its wrapped file key alone is as long as the
+//! modulus, 342 characters of Base64 for 2048 bits): such a key is parsed, tried, and found
+//! not to fit ([`Key::fits`]).
 //!
 //! The `age` crate adds a random "grease" stanza (a random tag and 0 to 100 random bytes)
 //! to every file it writes, so that readers keep tolerating stanzas they do not know: 0 to

@@ -27,11 +27,11 @@ packages=(
 )
 # qemu-system-x86 needs the qemu-utils of its own version; an image that carries a newer one
 # (from backports) blocks it, so qemu-utils is pinned to the version qemu-system-x86 would be
-# installed at, looked up now rather than written here, and downgraded if need be.
-qemu_version=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ { print $2 }')
-qemu_utils=qemu-utils
-if [ -n "$qemu_version" ] && [ "$qemu_version" != "(none)" ]; then
-  qemu_utils="qemu-utils=$qemu_version"
+# installed at, looked up rather than written here, and downgraded if need be. It is looked
+# up again after `apt-get update`: the version in a stale package list may be gone.
+qemu_candidate() { apt-cache policy qemu-system-x86 | awk '/Candidate:/ && $2 != "(none)" { print $2 }'; }
+qemu_version=$(qemu_candidate)
+if [ -n "$qemu_version" ]; then
   installed=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
   [ -z "$installed" ] || [ "$installed" = "$qemu_version" ] || packages+=(qemu-utils-pinned)
 fi
@@ -47,6 +47,8 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
+qemu_version=$(qemu_candidate)
+qemu_utils=qemu-utils${qemu_version:+=$qemu_version}
 for i in "${!missing[@]}"; do
   case "${missing[$i]}" in qemu-utils | qemu-utils-pinned) missing[$i]=$qemu_utils ;; esac
 done

@@ -81,6 +81,15 @@ impl Database {
         (row.get(0), row.get(1))
     }
 
+    /// A connection of the test's own to this database.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .expect("the test server accepts connections");
+        tokio::spawn(connection);
+        client
+    }
+
     /// Each statement run in this database with its count, most run first.
     pub async fn statement_counts(&self) -> Vec<(i64, String)> {
         let admin = self.server.admin().await;

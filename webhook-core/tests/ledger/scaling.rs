@@ -152,6 +152,58 @@ async fn one_replica_leads_at_a_time_and_another_takes_over_when_it_goes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_waiting_for_the_lead_keeps_no_row_from_vacuum() {
+    // Arrange: two replicas, one leading and one waiting to.
+    let db = crate::postgres::database().await;
+    let a: Arc<dyn Store> = Arc::new(Postgres::connect(&db.url).await.unwrap());
+    let b: Arc<dyn Store> = Arc::new(Postgres::connect(&db.url).await.unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(a.leads() ^ b.leads()) {
+        assert!(Instant::now() < deadline, "nobody leads");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let c = db.client().await;
+    c.batch_execute("CREATE TABLE scratch (n INT); INSERT INTO scratch VALUES (0)")
+        .await
+        .unwrap();
+
+    // Act: rows left dead by updates, then a vacuum.
+    for _ in 0..10 {
+        c.batch_execute("UPDATE scratch SET n = n + 1")
+            .await
+            .unwrap();
+    }
+    c.batch_execute("VACUUM scratch").await.unwrap();
+
+    // Assert: it removed them all. A session of the ledger that holds a snapshot (one
+    // waiting inside a statement for a lock, say) keeps every row that died after it
+    // began, in every table of the database, for as long as it waits.
+    let dead: i64 = c
+        .query_one(
+            "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'scratch'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let held = c
+        .query(
+            "SELECT left(query, 60) FROM pg_stat_activity \
+             WHERE datname = current_database() AND backend_xmin IS NOT NULL \
+             AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap();
+    let held: Vec<String> = held.iter().map(|r| r.get(0)).collect();
+    assert_eq!(
+        dead, 0,
+        "vacuum kept {dead} dead rows; sessions holding a snapshot: {held:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steps_that_wait_at_the_same_time_share_one_commit() {
     // Arrange
     let db = crate::postgres::database().await;

@@ -123,25 +123,31 @@ async fn the_timed_polls_do_not_grow_with_the_number_of_replicas() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_replica_leads_at_a_time_and_another_takes_over_when_it_goes() {
-    let db = crate::postgres::database().await;
+/// Two stores on `db` that both asked to lead: the one that leads, then the other, once one
+/// does (within 10 s).
+async fn leader_and_standby(db: &crate::postgres::Database) -> (Arc<dyn Store>, Arc<dyn Store>) {
     let a: Arc<dyn Store> = Arc::new(Postgres::connect(&db.url).await.unwrap());
     let b: Arc<dyn Store> = Arc::new(Postgres::connect(&db.url).await.unwrap());
     let deadline = Instant::now() + Duration::from_secs(10);
-    let leader = loop {
+    loop {
         match (a.leads(), b.leads()) {
             (true, true) => panic!("two replicas lead at once"),
-            (true, false) => break 0,
-            (false, true) => break 1,
+            (true, false) => return (a, b),
+            (false, true) => return (b, a),
             (false, false) => {}
         }
         assert!(Instant::now() < deadline, "nobody leads");
         tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_leads_at_a_time_and_another_takes_over_when_it_goes() {
+    let db = crate::postgres::database().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (gone, stays) = leader_and_standby(&db).await;
     // A while later it still leads alone.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (gone, stays) = if leader == 0 { (a, b) } else { (b, a) };
     assert!(gone.leads() && !stays.leads());
 
     drop(gone);
@@ -155,13 +161,7 @@ async fn one_replica_leads_at_a_time_and_another_takes_over_when_it_goes() {
 async fn a_replica_waiting_for_the_lead_keeps_no_row_from_vacuum() {
     // Arrange: two replicas, one leading and one waiting to.
     let db = crate::postgres::database().await;
-    let a: Arc<dyn Store> = Arc::new(Postgres::connect(&db.url).await.unwrap());
-    let b: Arc<dyn Store> = Arc::new(Postgres::connect(&db.url).await.unwrap());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !(a.leads() ^ b.leads()) {
-        assert!(Instant::now() < deadline, "nobody leads");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let _replicas = leader_and_standby(&db).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let c = db.client().await;
     c.batch_execute("CREATE TABLE scratch (n INT); INSERT INTO scratch VALUES (0)")

@@ -83,11 +83,7 @@ impl Database {
 
     /// A connection of the test's own to this database.
     pub async fn client(&self) -> tokio_postgres::Client {
-        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
-            .await
-            .expect("the test server accepts connections");
-        tokio::spawn(connection);
-        client
+        connect(&self.url).await
     }
 
     /// Each statement run in this database with its count, most run first.
@@ -104,6 +100,15 @@ impl Database {
             .unwrap();
         rows.iter().map(|r| (r.get(0), r.get(1))).collect()
     }
+}
+
+/// A connection to `url` on the test server, its I/O driven by a task of its own.
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("the test server accepts connections");
+    tokio::spawn(connection);
+    client
 }
 
 /// Gives `path` and what is in it to the server's user, when the tests run as root (the
@@ -129,12 +134,11 @@ fn is_root() -> bool {
 impl Server {
     /// A connection to the server's `postgres` database, where `pg_stat_statements` is.
     async fn admin(&self) -> tokio_postgres::Client {
-        let admin = format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
-        let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
-            .await
-            .expect("the test server accepts connections");
-        tokio::spawn(connection);
-        client
+        connect(&format!(
+            "postgres://postgres@127.0.0.1:{}/postgres",
+            self.port
+        ))
+        .await
     }
 
     fn start() -> Self {

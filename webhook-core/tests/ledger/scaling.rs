@@ -225,10 +225,7 @@ async fn steps_that_wait_at_the_same_time_share_one_commit() {
     // Assert: each booking is recorded, and the rows of one transaction carry its id
     // (`xmin`), so the distinct ids count the commits.
     assert!(verdicts.iter().all(|v| *v == Verdict::Work), "{verdicts:?}");
-    let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = db.client().await;
     let row = client
         .query_one(
             "SELECT COUNT(*), COUNT(DISTINCT xmin::text) FROM bookings",

@@ -68,10 +68,7 @@ async fn the_shared_ledger_keeps_only_the_sealed_secret() {
         ("RETRY_BACKOFF", "50ms"),
     ]);
     let app = spawn_app_with(&settings, Arc::new(Handing)).await;
-    let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = db.client().await;
 
     // Act
     let start = Event::start("401").ssh_public_key(Some(&key.public));

@@ -101,13 +101,13 @@ async fn transient_failures_beyond_max_attempts_end_in_a_503_and_an_error_report
 
 #[tokio::test]
 async fn work_longer_than_the_budget_is_answered_202_and_finished_and_reported_in_the_background() {
-    // Arrange: configure takes a second, the budget is 300 ms.
+    // Arrange: configure takes 2 s, the budget is 300 ms.
     let backend = start_backend().await;
     let endpoints = backend.endpoints();
     let mut settings = vars(&endpoints);
     settings.push(("PROCESSING_BUDGET", "300ms"));
     let manager = RecordingManager::new();
-    manager.delay_each_call(Duration::from_secs(1));
+    manager.delay_each_call(Duration::from_secs(2));
     let app = crate::helpers::spawn_app_with(&settings, manager.clone()).await;
 
     // Act
@@ -115,9 +115,10 @@ async fn work_longer_than_the_budget_is_answered_202_and_finished_and_reported_i
     let first = app.post_webhook(&fixture("event_start.json")).await;
     let again = app.post_webhook(&fixture("event_start.json")).await;
 
-    // Assert: both answered within the budget, without a second configure.
+    // Assert: both answered within the budget (600 ms at most, well before the first call
+    // could end), without a second configure.
     assert!(
-        started.elapsed() < Duration::from_millis(900),
+        started.elapsed() < Duration::from_millis(1500),
         "{:?}",
         started.elapsed()
     );

@@ -4,6 +4,8 @@
 
 /// The core's test kit, as the tests here call it.
 mod helpers {
+    // Used only by the modules of the features turned on.
+    #[allow(unused_imports)]
     pub use webhook::testing::*;
 
     use webhook::engine::seal::{self, Seal};
